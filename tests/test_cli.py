@@ -1,0 +1,86 @@
+"""The `spectro ising` command line: the JSON contract, files written, and bad input (exit 2, no traceback)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from spectro.cli import main
+from spectro.engine import Susceptibility
+
+
+def test_chi_json_contract_and_exact_agreement(capsys):
+    rc = main(["ising", "chi", "--height", "8", "--width", "8", "--beta", "0.4", "--probe", "5:8,0:8",
+               "--sweeps", "20000", "--chains", "8", "--seed", "1", "--json", "--no-progress"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["chi"]) == {"left", "right", "lower"}
+    for name in ("left", "right", "lower"):
+        assert set(out["chi"][name]) >= {"mean", "stderr"}
+        z = (out["chi"][name]["mean"] - out["exact"][name]) / out["chi"][name]["stderr"]
+        assert abs(z) < 4 and abs(z - out["z"][name]) < 1e-9
+    # DESIGN.md reference: walled 8x8, β = 0.4; the probe is the lower chamber, so χ_{A,C} = β·Cov[A, C]
+    assert out["exact"]["left"] == pytest.approx(0.4 * 36.81437903, rel=1e-8)
+    assert out["exact"]["lower"] == pytest.approx(0.4 * 141.25634747, rel=1e-8)
+    assert out["wall_depth"] == 5 and out["probe"] == "5:8,0:8"
+
+
+def test_chi_exact_is_null_for_large_lattices(capsys):
+    rc = main(["ising", "chi", "--height", "20", "--width", "20", "--beta", "0.3", "--probe", "0:2,0:2",
+               "--sweeps", "400", "--chains", "2", "--json", "--no-progress"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] is None and out["z"] is None
+
+
+def test_chi_table_output(capsys):
+    assert main(["ising", "chi", "--height", "6", "--width", "6", "--beta", "0.3", "--probe", "0:2,0:2",
+                 "--sweeps", "400", "--chains", "2", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "chamber" in text and "left" in text and "exact" in text
+
+
+def test_map_writes_png_npz_json(tmp_path, capsys):
+    out = tmp_path / "map"
+    assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
+                 "--sweeps", "1000", "--chains", "4", "--out", str(out), "--no-progress"]) == 0
+    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "chi_map.json"}
+    res = Susceptibility.load(out / "chi_map.npz")
+    assert res.chi.shape == (3, 9) and np.all(np.isfinite(res.stderr))
+    summary = json.loads((out / "chi_map.json").read_text())
+    assert summary["n_probes"] == 9
+    # an existing folder is not overwritten silently
+    assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
+                 "--sweeps", "1000", "--out", str(out), "--no-progress"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+BAD = [
+    (["--height", "8", "--width", "8", "--wall-depth", "9", "--beta", "0.4", "--probe", "0:2,0:2"], "wall depth 9"),
+    (["--height", "8", "--width", "7", "--beta", "0.4", "--probe", "0:2,0:2"], "even width"),
+    (["--height", "8", "--width", "8", "--beta", "0.4", "--probe", "0:9,0:2"], "outside the 8x8 lattice"),
+    (["--height", "8", "--width", "8", "--beta", "0.4", "--probe", "3:3,0:2"], "empty"),
+    (["--height", "8", "--width", "8", "--beta", "0.4", "--probe", "abc"], "R0:R1,C0:C1"),
+    (["--height", "8", "--width", "8", "--beta", "-0.4", "--probe", "0:2,0:2"], "beta"),
+    (["--height", "8", "--width", "8", "--beta", "0.4", "--probe", "0:2,0:2", "--chains", "0"], "chains"),
+    (["--height", "8", "--width", "8", "--beta", "0.4", "--probe", "0:2,0:2", "--sweeps", "2"], "sweeps"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_is_one_clear_line(args, message, capsys):
+    rc = main(["ising", "chi", *args, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_console_script_exit_code_and_no_traceback():
+    p = subprocess.run([sys.executable, "-m", "spectro", "ising", "chi", "--height", "8", "--width", "7", "--beta", "0.4",
+                        "--probe", "0:2,0:2"], capture_output=True, text=True)
+    assert p.returncode == 2
+    assert "even width" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "spectro", "ising", "chi", "--height", "x"], capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
