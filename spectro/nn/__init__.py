@@ -1,0 +1,23 @@
+"""Neural-network side: localized tempered posterior sampling and susceptibilities.
+
+Sign convention (DESIGN.md §2): ``χ(φ) = −Cov_β(φ, ΔL) = (1/nβ)·∂_h⟨φ⟩_h``, ΔL = L(q') − L(q);
+χ > 0 means up-weighting q' raises ⟨φ⟩.
+"""
+
+from .config import SamplerConfig, default_nbeta
+from .fields import SampleUpweighting, SubsetFields, TokenPointMasses
+from .observables import MeanLoss, PerSampleLoss, PerTokenLoss
+from .posterior import DivergenceError, Draw, LocalizedPosterior, LossShapeError, SamplingResult
+from .probes import ProbeSet, Selection
+from .restrictions import Restriction, attention_head
+from .susceptibility import baker_susceptibility, component_susceptibility, run_susceptibility, sample_moments
+
+__all__ = [
+    "SamplerConfig", "default_nbeta",
+    "LocalizedPosterior", "Draw", "SamplingResult", "DivergenceError", "LossShapeError",
+    "Restriction", "attention_head",
+    "ProbeSet", "Selection",
+    "PerSampleLoss", "PerTokenLoss", "MeanLoss",
+    "SubsetFields", "SampleUpweighting", "TokenPointMasses",
+    "run_susceptibility", "sample_moments", "component_susceptibility", "baker_susceptibility",
+]

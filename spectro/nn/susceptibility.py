@@ -1,0 +1,257 @@
+"""Susceptibilities of a neural network: sample, evaluate probes per draw, stream into the engine.
+
+* :func:`run_susceptibility` — ``χ[i, a] = −Cov(φ_i, ψ_a)`` (DESIGN.md §2; engine scale −1) for
+  observables φ (:mod:`spectro.nn.observables`) and field generators ψ (:mod:`spectro.nn.fields`)
+  under the (optionally weight-restricted) localized tempered posterior. Equivalently
+  ``χ = (1/nβ)·∂_h⟨φ⟩_h`` at h = 0; χ > 0 means up-weighting q' raises ⟨φ⟩. Nothing is
+  stored per draw: each draw's [C, m] and [C, k] values go straight into a
+  :class:`~spectro.engine.MomentAccumulator`.
+* :func:`component_susceptibility` — Baker et al. 2025's per-token susceptibility of a weight
+  component C (see :func:`baker_susceptibility`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility, pooled_moments
+from ..engine.diagnostics import batch_means_stderr, effective_sample_size, split_rhat
+from ..engine.susceptibility import environment_versions
+from .config import SamplerConfig
+from .fields import TokenPointMasses
+from .observables import LossFunctional, MeanLoss, concat, mean_loss
+from .posterior import Batch, Draw, LocalizedPosterior, PerSampleLoss, SamplingResult
+from .probes import ProbeSet
+from .restrictions import Restriction
+
+__all__ = ["run_susceptibility", "sample_moments", "component_susceptibility", "baker_susceptibility"]
+
+
+def _names(functionals: Sequence[LossFunctional], probe: ProbeSet, n_tokens: int) -> list[str]:
+    return [name for f in functionals for name in f.names(probe, n_tokens)]
+
+
+def sample_moments(
+    posterior: LocalizedPosterior,
+    probe: ProbeSet,
+    observables: Sequence[LossFunctional],
+    fields: Sequence[LossFunctional],
+) -> tuple[MomentAccumulator, SamplingResult, list[str], list[str]]:
+    """Sample ``posterior`` and stream (φ, ψ) of every draw into a fresh accumulator.
+
+    Observables and fields are first evaluated at w* (a [1, N, T] probe forward), which checks
+    every selection and the loss shapes before any sampling, and fixes m, k and the names.
+    Returns (accumulator, sampling result, observable names, field names).
+    """
+    if not observables:
+        raise ValueError("need at least one observable")
+    if not fields:
+        raise ValueError("need at least one field generator")
+    cfg = posterior.config
+    at_star = probe.evaluate_at_w_star(posterior)
+    n_tokens = at_star.shape[-1]
+    obs_names, field_names = _names(observables, probe, n_tokens), _names(fields, probe, n_tokens)
+    m = concat(observables, at_star, probe).shape[1]
+    k = concat(fields, at_star, probe).shape[1]
+    if (m, k) != (len(obs_names), len(field_names)):
+        raise ValueError(f"functionals produced {m} observables / {k} fields but {len(obs_names)} / {len(field_names)} names")
+    acc = MomentAccumulator(cfg.chains, m, k, cfg.draws, n_batches=cfg.n_batches, device=cfg.device)
+
+    def on_draw(draw: Draw) -> None:
+        losses = probe.evaluate(posterior, draw.weights)
+        acc.update(concat(observables, losses, probe), concat(fields, losses, probe))
+
+    result = posterior.sample(on_draw)
+    return acc, result, obs_names, field_names
+
+
+def run_susceptibility(
+    model: nn.Module,
+    per_sample_loss: PerSampleLoss,
+    train_data: Batch,
+    probe: ProbeSet,
+    observables: Sequence[LossFunctional],
+    fields: Sequence[LossFunctional],
+    config: SamplerConfig,
+    *,
+    restriction: Restriction | None = None,
+    model_input: Callable[[Batch], Any] | None = None,
+    sample_weights: torch.Tensor | None = None,
+    meta: dict | None = None,
+) -> Susceptibility:
+    """χ[i, a] = −Cov_β(φ_i, ψ_a) under p(w) ∝ exp(−nβ·L_n(w) − γ/2‖w − w*‖²).
+
+    Standard errors, ESS and R-hat come from the engine's streamed per-chain batch moments.
+    ``meta`` of the result gets ``"sampling"`` (LLC λ̂ = nβ·(E[L_n] − L_n(w*)) ± stderr, L_n(w*),
+    nβ, sampler config, restriction) and ``"loss_trace"`` ([C][draws] minibatch losses).
+    """
+    post = LocalizedPosterior(model, per_sample_loss, train_data, config, restriction, model_input=model_input, sample_weights=sample_weights)
+    acc, result, obs_names, field_names = sample_moments(post, probe, observables, fields)
+    info = {"sampling": result.summary(), "loss_trace": result.loss_trace.tolist(), "estimator": "-Cov(phi, psi)"}
+    return estimate_susceptibility(acc, -1.0, obs_names, field_names, meta={**info, **(meta or {})})
+
+
+# ---------------------------------------------------------------------- Baker et al. 2025
+def baker_susceptibility(
+    component: MomentAccumulator,
+    full: MomentAccumulator,
+    observables: list[str] | None = None,
+    fields: list[str] | None = None,
+    meta: dict | None = None,
+) -> Susceptibility:
+    """Baker et al. 2025's component susceptibility from two streamed runs.
+
+    ``component``: run with only component C's weights free, φ = φ_C [m] (usually m = 1,
+    φ_C = L̄(w) − L̄(w*)) and ψ = ψ_xy = ℓ_xy − L̄ [k]. ``full``: unrestricted run with the same
+    ψ (its φ is ignored). Estimate, with c = E_full[ψ]::
+
+        χ^C = −(E_C[φ·ψ] − E_C[φ]·c) = −E_C[φ·(ψ − c)]
+
+    Standard error (the two runs are independent)::
+
+        se² = se_bm(p)² + E_C[φ]²·se_bm,full(ψ)²,   p = φ·(ψ − c) per draw of the C run
+
+    where se_bm is the batch-means standard error over C·B batches (c held fixed in the first
+    term; the second propagates the error of c). The per-chain sums of p and p² are exact
+    polynomials in the accumulator's shifted power sums, so ESS = Var(p)/se_bm(p)² is exact
+    too; ``rhat`` is split R-hat on the batch means of p; ``stderr_chains`` combines the spread of
+    per-chain estimates with the full run's per-chain spread of ψ. ``observable_mean`` is E_C[φ];
+    ``field_mean`` is E_C[ψ] (the restricted run's, not c).
+
+    The scale of χ^C differs between components (≈ Z_full/Z_C): z-score the columns before
+    comparing components (DESIGN.md §2).
+    """
+    if (component.n_fields != full.n_fields):
+        raise ValueError(f"component run has {component.n_fields} fields, full run {full.n_fields}")
+    pm_full = pooled_moments(full)
+    c_full = pm_full.mean_psi  # [k]
+    se_c = batch_means_stderr(pm_full.batch_psi)  # [k]
+
+    g = {key: val.detach().cpu().double().numpy() for key, val in component.chain_tensors().items()}
+    n = g["n"][:, None, None]  # [C,1,1]
+    A = g["shift_a"][:, :, None]  # φ shift [C,m,1]
+    Bc = (g["shift_b"] - c_full[None, :])[:, None, :]  # ψ shift − c  [C,1,k]
+    sa, saa = g["sa"][:, :, None], g["saa"][:, :, None]
+    sb, sbb = g["sb"][:, None, :], g["sbb"][:, None, :]
+    # p = (a + A)(b + Bc) with a = φ − shift_a, b = ψ − shift_b
+    s1 = g["sab"] + A * sb + Bc * sa + n * A * Bc  # Σ_t p      [C,m,k]
+    s2 = (
+        g["saabb"] + A**2 * sbb + Bc**2 * saa + n * A**2 * Bc**2
+        + 2 * A * g["sabb"] + 2 * Bc * g["saab"] + 4 * A * Bc * g["sab"]
+        + 2 * A**2 * Bc * sb + 2 * A * Bc**2 * sa
+    )  # Σ_t p²
+    N = float(g["n"].sum())
+    mean_p = s1.sum(0) / N
+    var_p = np.maximum(s2.sum(0) / N - mean_p**2, 0.0)
+
+    bn = g["bn"]  # [C, B]
+    keep = bn.min(axis=0) > 0
+    bn = bn[:, keep][:, :, None, None]
+    bsum = g["bsab"][:, keep] + A[:, None] * g["bsb"][:, keep][:, :, None, :] + Bc[:, None] * g["bsa"][:, keep][:, :, :, None] + bn * A[:, None] * Bc[:, None]
+    batch_p = bsum / bn  # [C, B, m, k]
+    se_p = batch_means_stderr(batch_p)
+
+    pm_c = pooled_moments(component)
+    mu_phi = pm_c.mean_phi  # [m]
+    stderr = np.sqrt(se_p**2 + (mu_phi[:, None] * se_c[None, :]) ** 2)
+
+    C = component.n_chains
+    chain_est = -(s1 / n)  # [C, m, k]
+    full_chain_psi = _chain_field_means(full)  # [C_full, k]
+    if C >= 2 and full_chain_psi.shape[0] >= 2:
+        se_full_chains = full_chain_psi.std(axis=0, ddof=1) / np.sqrt(full_chain_psi.shape[0])
+        stderr_chains = np.sqrt(chain_est.var(axis=0, ddof=1) / C + (mu_phi[:, None] * se_full_chains[None, :]) ** 2)
+    else:
+        stderr_chains = np.full_like(mean_p, np.nan)
+
+    m, k = component.n_observables, component.n_fields
+    return Susceptibility(
+        chi=-mean_p,
+        stderr=stderr,
+        stderr_chains=stderr_chains,
+        ess=effective_sample_size(var_p, se_p),
+        rhat=split_rhat(batch_p),
+        observable_mean=mu_phi,
+        observable_stderr=batch_means_stderr(pm_c.batch_phi),
+        field_mean=pm_c.mean_psi,
+        field_stderr=batch_means_stderr(pm_c.batch_psi),
+        observables=list(observables) if observables is not None else [f"obs{i}" for i in range(m)],
+        fields=list(fields) if fields is not None else [f"field{a}" for a in range(k)],
+        scale=-1.0,
+        n_chains=C,
+        n_draws=component.draws_seen,
+        meta={"versions": environment_versions(), "estimator": "baker2025: -(E_C[phi*psi] - E_C[phi]*E_full[psi])", **(meta or {})},
+    )
+
+
+def _chain_field_means(acc: MomentAccumulator) -> np.ndarray:
+    """Per-chain means of ψ, [C, k] (exact, from the shifted sums)."""
+    n = acc.n.detach().cpu().double().numpy()[:, None]
+    return acc.sb.detach().cpu().double().numpy() / n + acc.shift_b.detach().cpu().double().numpy()
+
+
+def component_susceptibility(
+    model: nn.Module,
+    per_sample_loss: PerSampleLoss,
+    train_data: Batch,
+    probe: ProbeSet,
+    components: Mapping[str, Restriction],
+    tokens: TokenPointMasses,
+    config: SamplerConfig,
+    *,
+    full_config: SamplerConfig | None = None,
+    model_input: Callable[[Batch], Any] | None = None,
+    meta: dict | None = None,
+) -> dict[str, Susceptibility]:
+    """Per-token susceptibilities of weight components (Baker et al. 2025, DESIGN.md §2).
+
+    For each component C (a :class:`Restriction`): sample with only C's weights free, record
+    φ_C = L̄(w) − L̄(w*) (L̄ = mean loss on ``tokens.base``, the probe stand-in for the
+    training distribution) and ψ_xy = ℓ_xy − L̄ for the tokens of ``tokens``; one unrestricted
+    run (``full_config``, default ``config``) gives E_full[ψ_xy]. Then (:func:`baker_susceptibility`)
+
+        χ^C_xy = −(E_C[φ_C·(ℓ_xy − L̄)] − E_C[φ_C]·E_full[ℓ_xy − L̄]).
+
+    Cross-check with devinterp 2.0.1 ``slt.susceptibilities.compute_susceptibilities``: it
+    computes ``sus = E_C[φ·L̄] − E_C[φ·ℓ_xy] − E_C[φ]·(E_full[L̄] − E_full[ℓ_xy])``, algebraically
+    the same formula. Differences:
+
+    * φ's offset: devinterp uses φ = L̄(w) − mean(init_loss), init_loss measured at w* on
+      ``num_init_loss_batches`` *training minibatches* in train mode; we use L̄(w*) on the same
+      probe samples as L̄(w), so φ_C(w*) = 0 exactly. The offset matters here: shifting φ by δ
+      shifts χ^C by −δ·(E_C[ψ] − E_full[ψ]).
+    * devinterp evaluates every loss in ``model.train()`` mode (dropout active, if any); we use
+      eval mode. By default devinterp feeds all chains the same minibatch sequence; our chains
+      draw independent minibatches (seeded per chain).
+    * devinterp reports no uncertainty; we give the standard error derived in
+      :func:`baker_susceptibility`.
+
+    Returns component name → Susceptibility with one observable ``"phi_C"`` and the token fields.
+    """
+    if not components:
+        raise ValueError("need at least one component restriction")
+    full_config = full_config or config
+    base_sel = tokens.base
+    # L̄(w*) on the base selection (shared by all runs: w* is the same)
+    probe_post = LocalizedPosterior(model, per_sample_loss, train_data, full_config, None, model_input=model_input)
+    ref = float(mean_loss(probe.evaluate_at_w_star(probe_post), probe, base_sel)[0])
+    phi = MeanLoss(base_sel, reference=ref)
+
+    full_acc, full_res, _, field_names = sample_moments(probe_post, probe, [phi], [tokens])
+    out: dict[str, Susceptibility] = {}
+    for name, restriction in components.items():
+        post = LocalizedPosterior(model, per_sample_loss, train_data, config, restriction, model_input=model_input)
+        acc, res, _, _ = sample_moments(post, probe, [phi], [tokens])
+        info = {
+            "component": name,
+            "sampling": res.summary(),
+            "full_sampling": full_res.summary(),
+            "phi_reference_loss": ref,
+        }
+        out[name] = baker_susceptibility(acc, full_acc, ["phi_C"], field_names, meta={**info, **(meta or {})})
+    return out
