@@ -65,6 +65,10 @@ def _add_sampler_args(p: argparse.ArgumentParser, sweeps: int, chains: int) -> N
     p.add_argument("--backend", default="auto", choices=["auto", "numba", "torch"])
     p.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda, ...)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="snapshot file for resuming (map: default OUT/checkpoint.pt)")
+    p.add_argument("--checkpoint-every", type=_finite_float, default=60.0, help="seconds between snapshots (default 60)")
+    p.add_argument("--resume", action="store_true", help="continue from the snapshot if it exists")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,9 +129,13 @@ def cmd_ising_chi(args) -> int:
     rect = Rect.parse(args.probe)
     probes = {str(rect): lattice.rect(rect)}
     sampler, run = _configs(args)
+    world = _world(args)
     t0 = time.perf_counter()
-    res = chamber_susceptibility(lattice, args.beta, probes, sampler, run, progress=not args.no_progress)
+    res = chamber_susceptibility(lattice, args.beta, probes, sampler, run, progress=not args.no_progress,
+                                 checkpoint=_checkpointing(args, args.checkpoint), world=world)
     seconds = time.perf_counter() - t0
+    if not world.is_main:
+        return 0
     exact = exact_chamber_susceptibility(lattice, args.beta, probes)
     out = {
         "system": "ising",
@@ -161,13 +169,31 @@ def cmd_ising_chi(args) -> int:
     return 0
 
 
+def _world(args):
+    from .engine.distributed import current_world
+
+    return current_world(args.device)
+
+
+def _checkpointing(args, path: Path | None):
+    from .ising.susceptibility import Checkpointing
+
+    if path is None:
+        if args.resume:
+            raise UserError("--resume needs --checkpoint PATH (the snapshot file to continue from)")
+        return None
+    if args.checkpoint_every <= 0:
+        raise UserError(f"--checkpoint-every must be > 0 seconds, got {args.checkpoint_every}")
+    return Checkpointing(path=path, every_seconds=args.checkpoint_every, resume=args.resume)
+
+
 def _entry(res, obs: str, field: str) -> dict:
     e = res.entry(obs, field)
     return {k: (None if not math.isfinite(v) else v) for k, v in e.items()}
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    if out.exists() and any(out.iterdir()) and not overwrite:
+def _prepare_out(out: Path, overwrite: bool, check: bool = True) -> Path:
+    if check and out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to replace its results")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -178,16 +204,19 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "") -> dict:
-    """χ maps for a probe grid; writes chi_map.npz, chi_map.json, chi_map.png into ``out``."""
+def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "",
+            checkpoint=None, world=None) -> dict | None:
+    """χ maps for a probe grid; writes chi_map.npz, chi_map.json, chi_map.png into ``out`` (rank 0)."""
     from .analysis.ising_maps import plot_chi_maps
     from .io import write_json
     from .ising.susceptibility import chamber_susceptibility, probe_grid
 
     probes = probe_grid(lattice, probe_size, stride)
     t0 = time.perf_counter()
-    res = chamber_susceptibility(lattice, beta, probes, sampler, run, progress=progress)
+    res = chamber_susceptibility(lattice, beta, probes, sampler, run, progress=progress, checkpoint=checkpoint, world=world)
     seconds = time.perf_counter() - t0
+    if world is not None and not world.is_main:
+        return None
     res.meta["seconds"] = seconds
     res.save(out / "chi_map.npz")
     plot_chi_maps(res, lattice, out / "chi_map.png", title=title)
@@ -211,8 +240,15 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
 def cmd_ising_map(args) -> int:
     lattice = _lattice(args)
     sampler, run = _configs(args)
-    out = _prepare_out(args.out, args.overwrite)
-    s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress)
+    world = _world(args)
+    out = _prepare_out(args.out, args.overwrite or args.resume, check=world.is_main)
+    checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
+    s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
+                checkpoint=checkpoint, world=world)
+    if s is None:
+        return 0
+    for snap in out.glob(checkpoint.file(0).name + "*"):  # the result is written; snapshots are no longer needed
+        snap.unlink(missing_ok=True)
     print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f})")
     return 0

@@ -112,7 +112,9 @@ class SamplerConfig:
     """How to sample. ``backend="auto"``: numba on CPU, torch on any other device (e.g. cuda).
 
     ``seed`` is an integer in ``[0, 2**64)``; ``init="random"`` draws the initial spins from each
-    chain's own stream, ``"up"`` starts every chain from all +1.
+    chain's own stream, ``"up"`` starts every chain from all +1. ``chain_offset``: local chain c
+    is global chain ``chain_offset + c`` (its stream is ``chain_key(seed, chain_offset + c)``), so a
+    process owning chains [a, b) of a distributed run reproduces them exactly.
     """
 
     sampler: str = "metropolis"
@@ -121,6 +123,7 @@ class SamplerConfig:
     backend: str = "auto"
     device: str = "cpu"
     init: str = "random"
+    chain_offset: int = 0
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -133,6 +136,8 @@ class SamplerConfig:
             raise ValueError(f"chains must be an integer >= 1, got {self.chains!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed <= _M64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {self.seed!r}")
+        if isinstance(self.chain_offset, bool) or not isinstance(self.chain_offset, (int, np.integer)) or self.chain_offset < 0:
+            raise ValueError(f"chain_offset must be an integer >= 0, got {self.chain_offset!r}")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a non-empty string such as 'cpu' or 'cuda', got {self.device!r}")
 
@@ -170,11 +175,11 @@ def chain_key(seed: int, chain: int) -> int:
     return _splitmix64_mix((a + (int(chain) + 1) * _GOLDEN) & _M64)
 
 
-def _xoshiro_states(seed: int, chains: int) -> np.ndarray:
-    """uint64 ``[chains, 4]``: four SplitMix64 outputs started from each chain key."""
+def _xoshiro_states(seed: int, chains: int, offset: int = 0) -> np.ndarray:
+    """uint64 ``[chains, 4]``: four SplitMix64 outputs started from each (global) chain key."""
     out = np.empty((chains, 4), dtype=np.uint64)
     for c in range(chains):
-        x = chain_key(seed, c)
+        x = chain_key(seed, offset + c)
         for k in range(4):
             x = (x + _GOLDEN) & _M64
             out[c, k] = _splitmix64_mix(x)
@@ -397,7 +402,7 @@ class _NumbaBackend:
         self.sampler = config.sampler
         self.periodic = bool(lattice.periodic)
         H, W, C = lattice.height, lattice.width, config.chains
-        self.rng = _xoshiro_states(config.seed, C)
+        self.rng = _xoshiro_states(config.seed, C, config.chain_offset)
         self.bits = np.zeros((C, H + 2, W + 2), dtype=np.uint8)
         if config.init == "random":
             _kernels.random_bits(self.bits, self.rng)
@@ -501,7 +506,7 @@ class _TorchBackend:
         self.jl, self.jr, self.ju, self.jd, self.hf = (torch.as_tensor(a, **f64) for a in (jl, jr, ju, jd, hf))
         rows, cols = np.indices((H, W))
         self.colour = [torch.as_tensor((rows + cols) % 2 == k, device=self.device) for k in (0, 1)]
-        keys = np.array([chain_key(config.seed, c) for c in range(C)], dtype=np.uint64)
+        keys = np.array([chain_key(config.seed, config.chain_offset + c) for c in range(C)], dtype=np.uint64)
         self.key = torch.as_tensor(keys.view(np.int64), device=self.device)  # bit pattern of the uint64 key
         self.counter = torch.zeros(C, dtype=torch.int64, device=self.device)  # sweeps done, per chain
         n_blocks = -(-self.n_sites // 4)

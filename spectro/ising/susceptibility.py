@@ -11,18 +11,22 @@ The exact counterpart (transfer matrix / enumeration) is :func:`exact_chamber_su
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility
+from ..engine.distributed import World, all_reduce_accumulator, chain_block, current_world
+from ..io import atomic_path
 from .lattice import CHAMBERS, Lattice, LatticeError, Rect
 from .samplers import IsingSampler, SamplerConfig
 
 __all__ = [
-    "RunConfig", "chamber_susceptibility", "exact_chamber_susceptibility", "probe_grid",
+    "Checkpointing", "RunConfig", "chamber_susceptibility", "exact_chamber_susceptibility", "probe_grid",
     "TRANSFER_MATRIX_MAX_WIDTH", "ENUMERATION_MAX_SITES",
 ]
 
@@ -56,6 +60,24 @@ class RunConfig:
         return self.burn_in if self.burn_in is not None else (self.draws * self.thin) // 10
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Periodic sampler + accumulator snapshots so a killed run can resume bit-identically.
+
+    A snapshot is written atomically to ``path`` (``path.rank<r>`` for rank r > 0 of a
+    distributed run) after a completed block once ``every_seconds`` have passed. With
+    ``resume=True`` an existing snapshot is loaded and the run continues from it; the block grid
+    is the same as in an uninterrupted run, so the result is identical bit for bit.
+    """
+
+    path: Path
+    every_seconds: float = 60.0
+    resume: bool = False
+
+    def file(self, rank: int) -> Path:
+        return Path(self.path) if rank == 0 else Path(f"{self.path}.rank{rank}")
+
+
 def chamber_susceptibility(
     lattice: Lattice,
     beta: float,
@@ -64,11 +86,16 @@ def chamber_susceptibility(
     run: RunConfig = RunConfig(),
     observables: tuple[str, ...] = CHAMBERS,
     progress: bool = True,
+    checkpoint: Checkpointing | None = None,
+    world: World | None = None,
 ) -> Susceptibility:
     """χ[A, B] = β·Cov(M_A, M_B) for observables A (lattice regions) and probe masks B, sampled.
 
     Returns the engine's :class:`~spectro.engine.Susceptibility` (rows: ``observables``,
-    columns: probe names) with batch-means standard errors, ESS and split R-hat.
+    columns: probe names) with batch-means standard errors, ESS and split R-hat. Under
+    ``torchrun`` (or with an explicit ``world``) each process samples its block of the
+    ``sampler.chains`` global chains and the moments are all-reduced: every rank returns the
+    same result as one process would.
     """
     _check_beta(beta)
     if not probes:
@@ -76,7 +103,6 @@ def chamber_susceptibility(
     missing = [name for name in observables if name not in lattice.regions]
     if missing:
         raise LatticeError(f"lattice has no region(s) {missing}; it has {sorted(lattice.regions)}")
-    obs_masks = [lattice.regions[name] for name in observables]
     probe_masks = []
     for name, m in probes.items():
         m = np.asarray(m)
@@ -85,27 +111,47 @@ def chamber_susceptibility(
         if not np.any(m):
             raise LatticeError(f"probe {name!r} is empty")
         probe_masks.append(m)
-    masks = np.stack(obs_masks + probe_masks).astype(np.float64)
-    m, k = len(obs_masks), len(probe_masks)
+    masks = np.stack([lattice.regions[name] for name in observables] + probe_masks).astype(np.float64)
+    m, k = len(observables), len(probe_masks)
 
-    chain_sampler = IsingSampler(lattice, beta, sampler)
-    acc = MomentAccumulator(sampler.chains, m, k, run.draws, n_batches=run.batches)
-    bar = tqdm(total=run.burn_in_sweeps + run.draws * run.thin, unit="sweep", disable=not progress,
+    world = world or current_world(sampler.device)
+    start, stop = chain_block(sampler.chains, world)
+    local = replace(sampler, chains=stop - start, chain_offset=sampler.chain_offset + start)
+    chain_sampler = IsingSampler(lattice, beta, local)
+    acc = MomentAccumulator(local.chains, m, k, run.draws, n_batches=run.batches)
+    position = {"burned": 0, "drawn": 0}
+    fingerprint = {"beta": beta, "lattice": lattice.height * 1000 + lattice.width, "probes": list(probes),
+                   "sampler": asdict(local), "run": asdict(run)}
+    if checkpoint is not None and checkpoint.resume and checkpoint.file(world.rank).exists():
+        position = _load_snapshot(checkpoint.file(world.rank), fingerprint, chain_sampler, acc)
+
+    total = run.burn_in_sweeps + run.draws * run.thin
+    bar = tqdm(total=total, unit="sweep", disable=not (progress and world.is_main),
                desc=f"ising β={beta:g} {lattice.height}x{lattice.width} {sampler.sampler}")
-    remaining = run.burn_in_sweeps
-    while remaining > 0:  # burn-in in chunks so the bar moves
-        n = min(remaining, run.block * run.thin)
+    bar.update(position["burned"] + position["drawn"] * run.thin)
+    last_save = time.monotonic()
+
+    def maybe_save() -> None:
+        nonlocal last_save
+        if checkpoint is not None and time.monotonic() - last_save >= checkpoint.every_seconds:
+            _save_snapshot(checkpoint.file(world.rank), fingerprint, chain_sampler, acc, position)
+            last_save = time.monotonic()
+
+    while position["burned"] < run.burn_in_sweeps:  # burn-in in blocks so the bar moves
+        n = min(run.burn_in_sweeps - position["burned"], run.block * run.thin)
         chain_sampler.sweep(n)
+        position["burned"] += n
         bar.update(n)
-        remaining -= n
-    done = 0
-    while done < run.draws:
-        n = min(run.block, run.draws - done)
+        maybe_save()
+    while position["drawn"] < run.draws:
+        n = min(run.block, run.draws - position["drawn"])
         mags = torch.from_numpy(chain_sampler.sample_regions(masks, n, run.thin))  # [n, C, m + k]
         acc.update(mags[..., :m], mags[..., m:])
-        done += n
+        position["drawn"] += n
         bar.update(n * run.thin)
+        maybe_save()
     bar.close()
+    acc = all_reduce_accumulator(acc, start, sampler.chains, world)
     meta = {
         "system": "ising",
         "beta": beta,
@@ -114,9 +160,26 @@ def chamber_susceptibility(
         "periodic": lattice.periodic,
         "sampler": asdict(sampler),
         "run": {**asdict(run), "burn_in": run.burn_in_sweeps},
+        "processes": world.size,
         "convention": "chi[A,B] = d<M_A>/dh_B = beta*Cov(M_A, M_B), H_h = H - h*M_B",
     }
     return estimate_susceptibility(acc, scale=beta, observables=list(observables), fields=list(probes), meta=meta)
+
+
+def _save_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator, position: dict) -> None:
+    state = {"fingerprint": fingerprint, "sampler": sampler.state_dict(), "accumulator": acc.state_dict(), "position": dict(position)}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _load_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator) -> dict:
+    state = torch.load(path, weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        raise ValueError(f"checkpoint {path} belongs to a different run (lattice, β, probes or settings differ); "
+                         "remove it or run without --resume")
+    sampler.load_state_dict(state["sampler"])
+    acc.load_state_dict(state["accumulator"])
+    return dict(state["position"])
 
 
 def exact_chamber_susceptibility(
