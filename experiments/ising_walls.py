@@ -63,25 +63,40 @@ def classify_probes(res, lattice) -> dict:
 def wall_depth_scan(lattice, beta, sampler, run, progress) -> tuple[dict, np.ndarray, np.ndarray]:
     """1x4 probes on both sides of the centre line, every row; locate where cross-talk switches on.
 
-    Cross-talk at row r: x_r = ½[χ_left(right-side probe_r) + χ_right(left-side probe_r)], the
-    response of a probe to the chamber on the *other* side of the centre line. Beside the wall
-    it only leaks around the wall end; below the wall end direct bonds cross the centre line, so
-    x_r rises fastest between the last walled row (d − 1) and the first open row (d). Estimate:
-    d̂ = argmax_r (x_r − x_{r−1}). Interval: rows whose increment is within 2 standard errors of
-    the largest (stderrs combined in quadrature, draws' correlations between probes ignored).
+    Cross-talk at row r: x_r = ½[χ_left(R_r) + χ_right(L_r)], the response of a probe (R_r: row
+    r, the 4 columns right of the centre line; L_r: left of it) to the chamber on the *other*
+    side of the centre line. Beside the wall it only leaks around the wall end; below the wall
+    end direct bonds cross the centre line, so x_r rises fastest between the last walled row
+    (d − 1) and the first open row (d). Estimate: d̂ = argmax_r Δ_r, Δ_r = x_r − x_{r−1}.
+
+    The increments are measured directly as susceptibilities to *difference* fields (probe weights
+    +1 on row r, −1 on row r−1; χ is linear in the field), so their standard errors account for
+    the strong correlation of neighbouring rows. Interval: rows whose increment is within two
+    standard errors (combined in quadrature) of the largest.
     """
     H, W = lattice.height, lattice.width
     half = W // 2
+    left_side = [lattice.rect(Rect(r, r + 1, half - 4, half)).astype(float) for r in range(H)]
+    right_side = [lattice.rect(Rect(r, r + 1, half, half + 4)).astype(float) for r in range(H)]
     probes = {}
     for r in range(H):
-        probes[f"L{r}"] = lattice.rect(Rect(r, r + 1, half - 4, half))
-        probes[f"R{r}"] = lattice.rect(Rect(r, r + 1, half, half + 4))
+        probes[f"L{r}"], probes[f"R{r}"] = left_side[r], right_side[r]
+    for r in range(1, H):
+        probes[f"dL{r}"] = left_side[r] - left_side[r - 1]
+        probes[f"dR{r}"] = right_side[r] - right_side[r - 1]
     res = chamber_susceptibility(lattice, beta, probes, sampler, run, progress=progress)
     il, ir = res.observables.index("left"), res.observables.index("right")
-    x = 0.5 * (res.chi[il, 1::2] + res.chi[ir, 0::2])
-    x_se = 0.5 * np.hypot(res.stderr[il, 1::2], res.stderr[ir, 0::2])
-    inc = np.diff(x)  # inc[r-1] = x_r - x_{r-1}
-    inc_se = np.hypot(x_se[1:], x_se[:-1])
+    col = {name: a for a, name in enumerate(res.fields)}
+
+    def cross(prefix_l: str, prefix_r: str, rows) -> tuple[np.ndarray, np.ndarray]:
+        a_r = [col[f"{prefix_r}{r}"] for r in rows]
+        a_l = [col[f"{prefix_l}{r}"] for r in rows]
+        value = 0.5 * (res.chi[il, a_r] + res.chi[ir, a_l])
+        se = 0.5 * np.hypot(res.stderr[il, a_r], res.stderr[ir, a_l])
+        return value, se
+
+    x, x_se = cross("L", "R", range(H))
+    inc, inc_se = cross("dL", "dR", range(1, H))  # inc[r-1] = x_r - x_{r-1}
     k = int(np.argmax(inc))
     gap_se = np.hypot(inc_se[k], inc_se)
     plausible = np.nonzero(inc >= inc[k] - 2 * gap_se)[0] + 1
