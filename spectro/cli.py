@@ -3,6 +3,8 @@
     spectro ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
     spectro ising map  --height H --width W --beta B --probe-size P --out DIR ...
     spectro ising demo [--out DIR]       (the README's main job)
+    spectro nn run  --config FILE --out DIR [--overwrite]   (see spectro.nn.job for the schema)
+    spectro nn demo [--out DIR]
 
 User errors (bad geometry, bad probe, bad numbers, existing output folder) print one line
 ``spectro: error: ...`` and exit with status 2; set SPECTRO_DEBUG=1 for the traceback.
@@ -91,11 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--overwrite", action="store_true", help="replace results in an existing output folder")
     _add_sampler_args(mp, sweeps=5_000, chains=8)
 
-    demo = isub.add_parser("demo", help="the main job: walled-lattice χ maps + an exact cross-check (a few minutes)")
+    demo = isub.add_parser("demo", help="the main job: walled-lattice χ maps + an exact cross-check (about a minute)")
     demo.add_argument("--out", type=Path, default=Path("runs/ising-demo"))
     demo.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true")
+
+    from .nn.cli import add_nn_commands
+
+    add_nn_commands(sub)
     return parser
 
 
@@ -255,7 +261,7 @@ def cmd_ising_map(args) -> int:
 
 
 def cmd_ising_demo(args) -> int:
-    """Walled 48x48 lattice at β = 0.4: χ maps over 6x6 probes, and a 12x12 exact cross-check."""
+    """Walled 64x64 lattice at β = 0.43: χ maps over 4x4 probes, and a 12x12 exact cross-check."""
     from .io import write_json
     from .ising import walled_lattice
     from .ising.samplers import SamplerConfig
@@ -282,10 +288,10 @@ def cmd_ising_demo(args) -> int:
     write_json(out / "exact_check.json", check)
     print(f"     {3 * len(probes)} χ entries: max |z| = {check['max_abs_z']:.2f}, rms z = {check['rms_z']:.2f} "
           f"(expected ~1 if the sampler and error bars are right)")
-    print("2/2  χ maps: walled 48x48 lattice, β = 0.4, 6x6 probes")
-    big = walled_lattice(48, 48)
-    s = run_map(big, 0.4, 6, None, SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=10_000), out, progress,
-                title="walled Ising 48x48, β = 0.4: χ(chamber, probe) — the wall is visible")
+    print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
+    big = walled_lattice(64, 64)
+    s = run_map(big, 0.43, 4, None, SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000), out, progress,
+                title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
     print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json, exact_check.json "
           f"(max R-hat {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f})")
     return 0
@@ -297,7 +303,12 @@ COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = COMMANDS[(args.system, args.command)]
+    if args.system == "nn":
+        from .nn.cli import NN_COMMANDS
+
+        handler = NN_COMMANDS[(args.system, args.command)]
+    else:
+        handler = COMMANDS[(args.system, args.command)]
     from .engine import MomentError
     from .ising.lattice import LatticeError
 
