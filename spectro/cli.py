@@ -302,7 +302,10 @@ COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage and the error
+        return int(e.code or 0)
     if args.system == "nn":
         from .nn.cli import NN_COMMANDS
 
