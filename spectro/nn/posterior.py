@@ -8,14 +8,34 @@ where ℓ_i is the per-sample loss (the mean over tokens when ``per_sample_loss`
 ``[batch, tokens]``) and w* the trained weights. Only the coordinates freed by a
 :class:`~spectro.nn.restrictions.Restriction` move; all other weights are constants at w*.
 
-How chains are batched: the free coordinates of all free parameters are concatenated into one
-flat vector, and the C chains' vectors are stacked into master weights ``W`` of shape [C, D]
-(dtype ``config.master_dtype``). A chain's model is ``torch.func.functional_call`` on the flat
-vector split back into parameter views (cast to each parameter's dtype, so bf16/fp16 models
-run their forward in their own precision while the update is done on fp32 masters);
-``torch.func.vmap`` of the forward plus one autograd backward with respect to the stacked
-weights then gives all C losses and gradients from one batched forward/backward. Frozen parameters and buffers are shared, unbatched constants, and no
-gradient is taken for them.
+Master weights: the free coordinates of all free parameters are concatenated into one flat
+vector, and the C chains' vectors are stacked into ``W`` of shape [C, D] (dtype
+``config.master_dtype``). A chain's model is ``torch.func.functional_call`` on the flat vector
+split back into parameter views (cast to each parameter's dtype, so bf16/fp16 models run their
+forward in their own precision while the update is done on fp32 masters). Frozen parameters and
+buffers are constants: no gradient is taken for them, and autograd never enters a part of the
+network that depends on constants only (for a layer-1 head, layer 0 is never differentiated).
+
+How chains are executed (``chain_mode``): ``"vmap"`` evaluates all chains of a worker in one
+``torch.func.vmap`` (the GPU default: one kernel per op for all chains); ``"loop"`` calls the
+model once per chain (the CPU default: unbatched kernels are 10–40 % faster there than vmap's
+batching rules, which split fused ops such as ``addmm``/``layer_norm`` and blow intermediates
+out of cache). Either way one backward of Σ_c L_m(w_c) gives every chain's gradient (chains are
+independent, so row c of the gradient is ∇L_m(w_c)). On the CPU the chains are split over
+``workers`` threads (default: ``torch.get_num_threads()``, at most C), each running its chains
+with one intra-op thread: the same cores as intra-op parallelism, without its per-op barriers,
+which is faster for small models and robust when other processes share the cores. A chain's
+arithmetic does not depend on the worker that runs it.
+
+Frozen-module memo (``memoize_frozen``, loop mode): a submodule none of whose parameters is free
+is a pure function of its inputs (eval mode, no randomness), so its output is reused whenever
+it is called again with equal inputs (compared exactly: identical tensors or ``torch.equal``, and
+unchanged version counters). With minibatches shared across chains (``shared_batches``) the
+frozen prefix of the network (for a layer-1 head: embeddings and all of layer 0) is computed once
+per step for all chains of a worker, and on the fixed probe samples it is computed once per
+*run* instead of once per chain and draw. Modules that never repeat (those downstream of free
+weights) switch themselves off after a few misses. The result is bit-for-bit what recomputation
+would give.
 
 Randomness: chain c (global index ``config.chain_offset + c``) owns two ``torch.Generator`` s
 seeded from (seed, c): one for its minibatch permutations, one for its Langevin noise. A chain's
@@ -24,24 +44,34 @@ trajectory therefore does not depend on how many chains run beside it (tested).
 Minibatches: each chain walks through its own random permutation of the n training samples in
 steps of m = ``batch_size`` (dropping the last partial batch of each epoch, like a shuffled
 ``DataLoader(drop_last=True)``); ``batch_size=None`` uses all n samples in order every step.
+With ``shared_batches=True`` all chains walk through one permutation (seeded from the seed
+alone, so still independent of the number of chains and of ``chain_offset``) — devinterp's
+default (``match_sampling_input_ids_across_chains=True``). Each chain is still an exact SGLD
+chain of the same posterior; the chains become weakly correlated through the common minibatch
+noise, which the between-chain diagnostics (R-hat, ``stderr_chains``) then slightly understate.
 With sample weights ρ the minibatch loss is ``mean_b(n·ρ_b·ℓ_b)``, unbiased for L_n.
 
 Evaluation mode: the model is run in ``eval()`` mode throughout (sampling and observables), so
 L_n is deterministic (no dropout). devinterp samples in ``train()`` mode.
 
-Chain health: after each step a device-side flag marks a chain whose minibatch loss is
-non-finite or exceeds L_n(w*) + ``max_loss_increase``, or whose weights or step terms are
-non-finite, recording the first bad step and the norms of the gradient, localization and
-noise displacements. The flag is read on the host every ``health_every`` steps (no per-step
-synchronisation) and a :class:`DivergenceError` is raised for the earliest failure.
+Chain health: after each step a flag marks a chain whose minibatch loss is non-finite or
+exceeds L_n(w*) + ``max_loss_increase``, or whose weights are non-finite, recording the first
+bad step and the norms of the gradient, localization and noise displacements (computed on the
+step that failed: always on accelerators, where the check stays on the device, and only when a
+flag is raised on the CPU, where reading it costs nothing). The flag is read on the host every
+``health_every`` steps and a :class:`DivergenceError` is raised for the earliest failure.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+import copy
+import inspect
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -71,6 +101,10 @@ PerSampleLoss = Callable[[Any, Batch], torch.Tensor]
 """``per_sample_loss(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (unreduced)."""
 
 _NOISE_STREAM, _DATA_STREAM = 1, 2
+_SHARED_CHAIN = 2**32  # the "chain index" of the one minibatch stream shared by all chains
+ChainMode = Literal["auto", "vmap", "loop"]
+_LOOP_MIN_PARAMS = 100_000  # "auto": loop over chains (and worker threads) on the CPU from this model size
+_LOOP_MAX_CHAINS = 64
 _TERM_NAMES = ("gradient", "localization", "noise")
 
 
@@ -107,6 +141,12 @@ def _index(data: Batch, idx: torch.Tensor) -> Batch:
     return data[idx]
 
 
+def _index_chain(data: Batch, i: int) -> Batch:
+    if isinstance(data, tuple):
+        return tuple(t[i] for t in data)
+    return data[i]
+
+
 def _slice(data: Batch, sl: slice) -> Batch:
     if isinstance(data, tuple):
         return tuple(t[sl] for t in data)
@@ -125,6 +165,159 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was)
+
+
+# ---------------------------------------------------------------------- frozen-module memo
+def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            yield from _tensors_in(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _tensors_in(x)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Exact equality of module inputs: tensors by identity or value, containers elementwise."""
+    if a is b:
+        return True
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+            and a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        eq = a == b
+    except Exception:  # noqa: BLE001 — uncomparable objects are simply not equal
+        return False
+    return eq if isinstance(eq, bool) else False
+
+
+class _MemoEntry:
+    __slots__ = ("args", "kwargs", "out", "tensors", "versions")
+
+    def __init__(self, args: tuple, kwargs: dict, out: Any):
+        self.args, self.kwargs, self.out = args, kwargs, out
+        self.tensors = list(_tensors_in((args, kwargs, out)))
+        self.versions = [t._version for t in self.tensors]
+
+    def matches(self, args: tuple, kwargs: dict) -> bool:
+        if any(t._version != v for t, v in zip(self.tensors, self.versions)):
+            return False  # something modified a cached tensor in place: never reuse it
+        return _same(self.args, args) and _same(self.kwargs, kwargs)
+
+
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential)
+
+
+def _frozen_modules(root: nn.Module, free_ids: set[int]) -> list[tuple[str, nn.Module]]:
+    """Top-most submodules with parameters or buffers, none of whose parameters is free
+    (by identity, so a weight tied to a free one counts as free)."""
+    out: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, mod: nn.Module) -> None:
+        for name, child in mod.named_children():
+            qual = prefix + name
+            params = list(child.parameters())
+            if not params and not any(True for _ in child.buffers()):
+                continue  # stateless (dropout, activations): nothing worth caching
+            if all(id(p) not in free_ids for p in params) and not isinstance(child, _CONTAINERS):
+                out.append((qual, child))
+            else:
+                visit(qual + ".", child)
+
+    visit("", root)
+    return out
+
+
+class _FrozenMemo:
+    """Wraps the ``forward`` of frozen submodules of one (private) model copy with an exact cache.
+
+    One entry per (module, context); the caller sets ``context`` (e.g. ``("step",)`` or
+    ``("eval", N, start, stop)``) so that the minibatch and each probe chunk keep their own
+    entries. Calls whose inputs require grad are passed through. A module that has missed
+    ``max_misses`` times without a single hit switches itself off.
+    """
+
+    def __init__(self, root: nn.Module, free_ids: set[int], max_misses: int = 8):
+        self.context: tuple | None = None
+        self.entries: dict[tuple, _MemoEntry] = {}
+        self.hits = 0
+        self.misses = 0
+        self._restore: list[tuple[nn.Module, Any]] = []
+        for name, mod in _frozen_modules(root, free_ids):
+            self._wrap(name, mod, max_misses)
+
+    def _wrap(self, name: str, mod: nn.Module, max_misses: int) -> None:
+        original = mod.forward
+        state = {"hits": 0, "misses": 0, "off": False}
+        memo = self
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            ctx = memo.context
+            if ctx is None or state["off"] or any(t.requires_grad for t in _tensors_in((args, kwargs))):
+                return original(*args, **kwargs)
+            key = (name, ctx)
+            entry = memo.entries.get(key)
+            if entry is not None and entry.matches(args, kwargs):
+                state["hits"] += 1
+                memo.hits += 1
+                return entry.out
+            out = original(*args, **kwargs)
+            state["misses"] += 1
+            memo.misses += 1
+            if state["hits"] == 0 and state["misses"] >= max_misses:
+                state["off"] = True
+                for k in [k for k in memo.entries if k[0] == name]:
+                    del memo.entries[k]
+            elif not any(t.requires_grad for t in _tensors_in(out)):
+                memo.entries[key] = _MemoEntry(args, kwargs, out)
+            return out
+
+        self._restore.append((mod, mod.__dict__.get("forward")))
+        mod.forward = forward  # instance attribute: shadows the class's forward
+
+    def close(self) -> None:
+        for mod, previous in self._restore:
+            if previous is None:
+                mod.__dict__.pop("forward", None)
+            else:
+                mod.forward = previous
+        self._restore.clear()
+        self.entries.clear()
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+# L_n(w*) per (model, training data, loss): the same number for every restriction of one model.
+# Entries hold weak references only (no data kept alive; a recycled id can never match).
+_INIT_LOSS_CACHE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+def _weak(obj: Any) -> Callable[[], Any]:
+    """A weak reference (``WeakMethod`` for bound methods); a strong one for objects that
+    cannot be weakly referenced (builtins: long-lived anyway)."""
+    try:
+        return weakref.WeakMethod(obj) if inspect.ismethod(obj) else weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
 
 
 @dataclass(frozen=True)
@@ -171,6 +364,7 @@ class SamplingResult:
     config: SamplerConfig
     restriction: str
     n_free: int
+    execution: dict = field(default_factory=dict)  # shared_batches, chain_mode, workers, memo hits
 
     def summary(self) -> dict:
         """JSON-friendly summary (no arrays larger than [C])."""
@@ -184,6 +378,7 @@ class SamplingResult:
             "restriction": self.restriction,
             "n_free": self.n_free,
             "sampler": self.config.to_dict(),
+            "execution": dict(self.execution),
         }
 
 
@@ -192,8 +387,9 @@ class LocalizedPosterior:
 
     Args:
         model: any ``nn.Module``; its current parameters are w*. It is called functionally
-            with all parameters and buffers supplied on ``config.device`` (never modified).
-            Its operations must be vmappable: e.g. HuggingFace models need
+            with all parameters and buffers supplied on ``config.device`` (never modified; the
+            sampler runs private copies that share its tensors). For ``chain_mode="vmap"`` its
+            operations must be vmappable: e.g. HuggingFace models need
             ``config._attn_implementation = "eager"`` (the SDPA kernels fall back to a slow loop).
         per_sample_loss: ``(model_output, batch) -> [batch]`` or ``[batch, tokens]``. For
             bf16/fp16 models, upcast logits inside it (the loss is then cast to ``master_dtype``).
@@ -204,6 +400,18 @@ class LocalizedPosterior:
             default: the batch itself, or its first tensor when it is a tuple.
         sample_weights: optional data weights ρ [n] (non-negative, normalised here to sum 1);
             L_n = Σ ρ_i ℓ_i. Used to sample a reweighted data distribution q_h.
+        shared_batches: all chains see the same minibatch sequence (devinterp's default);
+            default False: independent minibatch streams per chain.
+        chain_mode: ``"vmap"``, ``"loop"`` or ``"auto"`` (loop on the CPU for models of at least
+            100k parameters and at most 64 chains, vmap otherwise); see the module docstring.
+            Values agree to rounding.
+        workers: chain-parallel threads on the CPU (``None``: ``torch.get_num_threads()``,
+            capped at the number of chains, where "auto" picks the loop, else 1; 1 = run in the
+            calling thread with its intra-op threads). Ignored on accelerators.
+        memoize_frozen: reuse outputs of frozen submodules on repeated inputs (loop mode only;
+            exact; switch off for models whose frozen parts are random in eval mode).
+        init_loss: L_n(w*) if already known (e.g. from a run of another restriction of the same
+            model and data); by default computed once per (model, data, loss) and cached.
     """
 
     def __init__(
@@ -216,6 +424,11 @@ class LocalizedPosterior:
         *,
         model_input: Callable[[Batch], Any] | None = None,
         sample_weights: torch.Tensor | None = None,
+        shared_batches: bool = False,
+        chain_mode: ChainMode = "auto",
+        workers: int | None = None,
+        memoize_frozen: bool = True,
+        init_loss: float | None = None,
     ):
         self.model = model
         self.per_sample_loss = per_sample_loss
@@ -223,6 +436,24 @@ class LocalizedPosterior:
         self.model_input = model_input or _default_model_input
         self.device = torch.device(config.device)
         dev = self.device
+
+        if chain_mode not in ("auto", "vmap", "loop"):
+            raise ValueError(f"chain_mode must be 'auto', 'vmap' or 'loop', got {chain_mode!r}")
+        if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+            raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
+        self.shared_batches = bool(shared_batches)
+        # CPU with a model big enough that a forward outweighs the per-call Python overhead
+        # (~0.1 ms): one call per chain, chains spread over worker threads. Otherwise (GPU, or
+        # toy models with many chains) one vmapped call for all chains.
+        big = dev.type == "cpu" and sum(p.numel() for p in model.parameters()) >= _LOOP_MIN_PARAMS and config.chains <= _LOOP_MAX_CHAINS
+        self.chain_mode: str = chain_mode if chain_mode != "auto" else ("loop" if big else "vmap")
+        if dev.type != "cpu":
+            self.workers = 1
+        elif workers is None:
+            self.workers = min(torch.get_num_threads(), config.chains) if big else 1
+        else:
+            self.workers = min(workers, config.chains)
+        self.memoize_frozen = bool(memoize_frozen) and self.chain_mode == "loop"
 
         if isinstance(train_data, list):
             train_data = tuple(train_data)
@@ -266,11 +497,16 @@ class LocalizedPosterior:
             self.mask = None
             self.n_free = self.dim
         free = set(self.free_names)
+        self._free_ids = {id(p) for _, p, _ in resolved}
         self.constants: dict[str, torch.Tensor] = {
             n: p.detach().to(dev) for n, p in model.named_parameters() if n not in free
         }
         self.constants.update({n: b.detach().to(dev) for n, b in model.named_buffers()})
-        self._init_loss: float | None = None
+        self._init_loss: float | None = None if init_loss is None else float(init_loss)
+        # execution state, live only inside sample()
+        self._pool: ThreadPoolExecutor | None = None
+        self._shells: list[nn.Module] = []
+        self._memos: list[_FrozenMemo | None] = []
 
     # ------------------------------------------------------------------ functional model
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -279,7 +515,7 @@ class LocalizedPosterior:
         parts = torch.split(flat, self.numels, dim=-1)
         return {n: t.view(*lead, *s) for n, t, s in zip(self.free_names, parts, self.shapes)}
 
-    def _call(self, flat: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _call(self, flat: torch.Tensor, batch: Batch, module: nn.Module | None = None) -> torch.Tensor:
         """Per-sample-and-token losses [B, T] of one chain (``flat`` is [D]); T = 1 for [B] losses."""
         parts = torch.split(flat, self.numels)
         params = {
@@ -287,7 +523,7 @@ class LocalizedPosterior:
         }
         args = self.model_input(batch)
         args = args if isinstance(args, tuple) else (args,)
-        out = functional_call(self.model, {**self.constants, **params}, args)
+        out = functional_call(self.model if module is None else module, {**self.constants, **params}, args)
         loss = self.per_sample_loss(out, batch)
         B = _batch_size_of(batch)
         if not isinstance(loss, torch.Tensor) or loss.dim() not in (1, 2) or loss.shape[0] != B:
@@ -298,10 +534,96 @@ class LocalizedPosterior:
         loss = loss.to(flat.dtype)
         return loss if loss.dim() == 2 else loss.unsqueeze(1)
 
-    def _minibatch_loss(self, flat: torch.Tensor, batch: Batch, weights: torch.Tensor | None) -> torch.Tensor:
+    def _minibatch_loss(
+        self, flat: torch.Tensor, batch: Batch, weights: torch.Tensor | None, module: nn.Module | None = None
+    ) -> torch.Tensor:
         """One chain's minibatch loss L_m = mean_b(w_b·ℓ_b) (w_b = n·ρ_b, or 1), ℓ_b = mean over tokens."""
-        per_sample = self._call(flat, batch).mean(dim=1)  # [B]
+        per_sample = self._call(flat, batch, module).mean(dim=1)  # [B]
         return (per_sample * weights).mean() if weights is not None else per_sample.mean()
+
+    # ------------------------------------------------------------------ execution
+    def _blocks(self, C: int) -> list[slice]:
+        """Contiguous chain blocks, one per worker (fewer when there are fewer chains)."""
+        k = max(1, min(self.workers if self._pool is not None else 1, C))
+        bounds = [round(i * C / k) for i in range(k + 1)]
+        return [slice(bounds[i], bounds[i + 1]) for i in range(k) if bounds[i + 1] > bounds[i]]
+
+    def _run_blocks(self, fn: Callable[[int, slice], Any], C: int) -> list[Any]:
+        """``fn(worker, block)`` for every chain block, in parallel when a pool is open."""
+        blocks = self._blocks(C)
+        if len(blocks) == 1 or self._pool is None:
+            return [fn(0, blocks[0])] if len(blocks) == 1 else [fn(0, b) for b in blocks]
+        futures = [self._pool.submit(fn, k, b) for k, b in enumerate(blocks[1:], start=1)]
+        first = fn(0, blocks[0])
+        return [first] + [f.result() for f in futures]
+
+    def _module(self, worker: int) -> nn.Module:
+        return self._shells[worker] if self._shells else self.model
+
+    def _set_context(self, worker: int, context: tuple | None) -> None:
+        if self._memos and self._memos[worker] is not None:
+            self._memos[worker].context = context
+
+    @contextlib.contextmanager
+    def _executing(self) -> Iterator[None]:
+        """Open the worker pool and the private model copies (with memos) for one sampling run."""
+        if self._pool is not None or self._shells:
+            yield
+            return
+        n_shells = self.workers if self.device.type == "cpu" else 1
+        shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
+        try:  # private copies of the module tree sharing the model's tensors (thread-safe reparametrisation)
+            self._shells = [copy.deepcopy(self.model, memo=dict(shared)) for _ in range(n_shells)]
+        except Exception:  # noqa: BLE001 — a model that cannot be copied runs as before: one thread, no memo
+            self._shells = []
+        for s in self._shells:
+            s.eval()
+        self._memos = [_FrozenMemo(s, self._free_ids) if self.memoize_frozen else None for s in self._shells]
+        pool_cm: contextlib.AbstractContextManager = contextlib.nullcontext()
+        if self.workers > 1 and self._shells:
+            self._pool = ThreadPoolExecutor(self.workers - 1, thread_name_prefix="spectro-chain")
+            pool_cm = _intra_op_threads(1)
+        try:
+            with pool_cm:
+                yield
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool = None
+            for m in self._memos:
+                if m is not None:
+                    m.close()
+            self._memos, self._shells = [], []
+
+    def _block_loss_and_grad(
+        self, worker: int, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None, shared_batch: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Losses [c] and gradients [c, D] of one block of chains (``weights`` [c, D])."""
+        module = self._module(worker)
+        self._set_context(worker, ("step",))
+        try:
+            with torch.enable_grad():
+                if self.chain_mode == "vmap":
+                    w = weights.detach().requires_grad_(True)
+                    bdim = None if shared_batch else 0
+                    wdim = None if (sample_weights is None or shared_batch) else 0
+                    f = lambda flat, b, sw: self._minibatch_loss(flat, b, sw, module)  # noqa: E731
+                    loss = vmap(f, in_dims=(0, bdim, wdim))(w, batch, sample_weights)
+                    (g,) = torch.autograd.grad(loss.sum(), w)
+                else:
+                    # one leaf per chain: indexing a stacked leaf would make every chain's
+                    # backward materialise (and sum) a zero-padded [c, D] gradient
+                    ws = [weights[i].detach().requires_grad_(True) for i in range(weights.shape[0])]
+                    losses = []
+                    for i, wi in enumerate(ws):
+                        b = batch if shared_batch else _index_chain(batch, i)
+                        sw = sample_weights if (sample_weights is None or shared_batch) else sample_weights[i]
+                        losses.append(self._minibatch_loss(wi, b, sw, module))
+                    loss = torch.stack(losses)
+                    g = torch.stack(torch.autograd.grad(loss.sum(), ws))
+        finally:
+            self._set_context(worker, None)
+        return loss.detach(), g
 
     def loss_and_grad(
         self, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None = None, *, shared_batch: bool = False
@@ -310,32 +632,58 @@ class LocalizedPosterior:
 
         ``batch`` has a leading chain axis ([C, B, ...]) unless ``shared_batch`` (all chains
         see the same [B, ...] batch). ``sample_weights`` ([C, B], or [B] when shared) multiply
-        the per-sample losses. One vmapped forward over the chains, then one backward of
-        Σ_c L_m(w_c) with respect to the stacked weights: chains are independent, so row c of
-        that gradient is ∇L_m(w_c). (Plain autograd through vmap is ~1.5× faster than
-        ``vmap(grad(·))`` for small models and identical in value.)
+        the per-sample losses. One forward per chain (vmapped or looped, see ``chain_mode``),
+        then one backward of Σ_c L_m(w_c) with respect to the stacked weights: chains are
+        independent, so row c of that gradient is ∇L_m(w_c).
         """
-        bdim = None if shared_batch else 0
-        wdim = None if (sample_weights is None or shared_batch) else 0
-        w = weights.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = vmap(self._minibatch_loss, in_dims=(0, bdim, wdim))(w, batch, sample_weights)
-            (g,) = torch.autograd.grad(loss.sum(), w)
-        return loss.detach(), g
+        C = weights.shape[0]
+        loss = torch.empty(C, dtype=weights.dtype, device=weights.device)
+        grad = torch.empty_like(weights)
+
+        def work(k: int, sl: slice) -> None:
+            b = batch if shared_batch else _slice(batch, sl)
+            sw = sample_weights if (sample_weights is None or shared_batch) else sample_weights[sl]
+            loss[sl], grad[sl] = self._block_loss_and_grad(k, weights[sl], b, sw, shared_batch)
+
+        with _eval_mode(self.model):
+            self._run_blocks(work, C)
+        return loss, grad
 
     @torch.no_grad()
     def evaluate_losses(self, weights: torch.Tensor, data: Batch, chunk: int | None = None) -> torch.Tensor:
         """Per-sample-and-token losses of every chain on ``data``: [C, N, T] (eval mode, no grad).
 
-        The same ``data`` is shared by all chains (vmapped over ``weights`` [C, D] only) and
-        evaluated in chunks of ``chunk`` samples (default ``config.eval_batch_size``).
+        The same ``data`` is shared by all chains and evaluated in chunks of ``chunk`` samples
+        (default ``config.eval_batch_size``); chains are split over the workers during sampling.
         """
         chunk = chunk or self.config.eval_batch_size
         N = _batch_size_of(data)
-        f = vmap(self._call, in_dims=(0, None))
+        C = weights.shape[0]
+        starts = list(range(0, N, chunk))
+        parts: list[list[torch.Tensor]] = [[None] * len(starts) for _ in range(C)]  # type: ignore[list-item]
+
+        @torch.no_grad()  # grad mode is per thread: the workers need their own
+        def work(k: int, sl: slice) -> None:
+            module = self._module(k)
+            for j, s in enumerate(starts):
+                e = min(N, s + chunk)
+                piece = _slice(data, slice(s, e))
+                self._set_context(k, ("eval", N, s, e))
+                try:
+                    if self.chain_mode == "vmap":
+                        f = lambda flat, b: self._call(flat, b, module)  # noqa: E731
+                        out = vmap(f, in_dims=(0, None))(weights[sl], piece)
+                        for i, c in enumerate(range(sl.start, sl.stop)):
+                            parts[c][j] = out[i]
+                    else:
+                        for c in range(sl.start, sl.stop):
+                            parts[c][j] = self._call(weights[c], piece, module)
+                finally:
+                    self._set_context(k, None)
+
         with _eval_mode(self.model):
-            outs = [f(weights, _slice(data, slice(s, min(N, s + chunk)))) for s in range(0, N, chunk)]
-        return torch.cat(outs, dim=1)
+            self._run_blocks(work, C)
+        return torch.stack([torch.cat(p, dim=0) for p in parts])
 
     def losses_at_w_star(self, data: Batch) -> torch.Tensor:
         """Per-sample-and-token losses at w*: [N, T]."""
@@ -343,15 +691,40 @@ class LocalizedPosterior:
 
     @property
     def init_loss(self) -> float:
-        """L_n(w*) on the whole (weighted) training set (computed once, in eval mode)."""
+        """L_n(w*) on the whole (weighted) training set (computed once, in eval mode).
+
+        Cached per (model, its parameter and buffer tensors and their versions, training data,
+        loss, input map, sample weights, device, dtype, chunk size): every restriction of the
+        same model shares it, and any change to the weights recomputes it.
+        """
         if self._init_loss is None:
+            objects, scalars = self._init_loss_key()
+            entries = _INIT_LOSS_CACHE.setdefault(self.model, [])
+            for refs, key, value in entries:
+                if key == scalars and len(refs) == len(objects) and all(r() is o for r, o in zip(refs, objects)):
+                    self._init_loss = value
+                    return value
             per_sample = self.losses_at_w_star(self.train_data).mean(dim=1)
             if self.sample_weights is not None:
                 val = (per_sample * self.sample_weights).sum()
             else:
                 val = per_sample.mean()
             self._init_loss = float(val)
+            entries.append((tuple(_weak(o) for o in objects), scalars, self._init_loss))
+            del entries[:-8]  # a few (data, loss) combinations per model
         return self._init_loss
+
+    def _init_loss_key(self) -> tuple[list, tuple]:
+        """(objects compared by identity through weak references, scalars compared by value)."""
+        data = list(self.train_data) if isinstance(self.train_data, tuple) else [self.train_data]
+        tensors = [*self.model.parameters(), *self.model.buffers(), *data]
+        if self.sample_weights is not None:
+            tensors.append(self.sample_weights)
+        objects = [*tensors, self.per_sample_loss, self.model_input]
+        scalars = (
+            tuple(t._version for t in tensors), str(self.device), str(self.config.master_dtype), self.config.eval_batch_size,
+        )
+        return objects, scalars
 
     # ------------------------------------------------------------------ sampling
     def _generators(self, stream: int) -> list[torch.Generator]:
@@ -363,26 +736,37 @@ class LocalizedPosterior:
             gens.append(g)
         return gens
 
+    def _shared_generator(self) -> torch.Generator:
+        g = torch.Generator(device=self.device)
+        g.manual_seed(chain_seed(self.config.seed, _SHARED_CHAIN, _DATA_STREAM))
+        return g
+
     def sample(self, on_draw: Callable[[Draw], None] | None = None) -> SamplingResult:
         """Run all chains from w*; call ``on_draw(draw)`` after every recorded draw.
 
         Returns the loss trace, L_n(w*) and the LLC estimate. Raises :class:`DivergenceError`
         when a chain blows up (checked every ``config.health_every`` steps and at the end).
         """
+        init_loss = self.init_loss
+        with self._executing():
+            return self._sample(on_draw, init_loss)
+
+    def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float) -> SamplingResult:
         cfg = self.config
         dev, md = self.device, cfg.master_dtype
         C, D, n = cfg.chains, self.dim, self.n
         eps, nbeta, gamma = cfg.epsilon, self.nbeta, cfg.gamma
         full_batch = cfg.batch_size is None
+        shared = full_batch or self.shared_batches
         B = n if full_batch else cfg.batch_size
+        rmsprop = cfg.method == "rmsprop_sgld"
+        on_cpu = dev.type == "cpu"
 
-        init_loss = self.init_loss
         threshold = init_loss + cfg.max_loss_increase
         W = self.w_star.unsqueeze(0).repeat(C, 1)
-        v = torch.zeros_like(W) if cfg.method == "rmsprop_sgld" else None
+        v = torch.zeros_like(W) if rmsprop else None
         noise_gens = self._generators(_NOISE_STREAM)
-        data_gens = self._generators(_DATA_STREAM)
-        noise = torch.empty(C, D, dtype=md, device=dev)
+        data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
         scaled_w = None if self.sample_weights is None else self.sample_weights * n  # n·ρ_i
 
         trace = torch.empty(C, cfg.draws, dtype=md, device=dev)
@@ -393,7 +777,7 @@ class LocalizedPosterior:
 
         with _eval_mode(self.model):
             for step in range(cfg.total_steps):
-                # ---- minibatch
+                # ---- minibatch (indices drawn here, in the calling thread: reproducible)
                 if full_batch:
                     batch, sw = self.train_data, scaled_w
                 else:
@@ -402,31 +786,51 @@ class LocalizedPosterior:
                         pos = 0
                     idx = perm[:, pos : pos + B]
                     pos += B
+                    if shared:
+                        idx = idx[0]
                     batch = _index(self.train_data, idx)
                     sw = None if scaled_w is None else scaled_w[idx]
-                loss, g = self.loss_and_grad(W, batch, sw, shared_batch=full_batch)
 
-                # ---- update
-                if v is not None:
-                    v = rmsprop_update(v, g, cfg.rmsprop_alpha)
-                    eps_i: float | torch.Tensor = eps * rmsprop_preconditioner(v, cfg.rmsprop_delta)
-                else:
-                    eps_i = eps
-                for c in range(C):
-                    noise[c].normal_(generator=noise_gens[c])
-                drift = sgld_drift(g, W, self.w_star, nbeta, gamma)
-                eta = noise
-                if self.mask is not None:
-                    drift = drift * self.mask
-                    eta = noise * self.mask
-                norms = step_terms(g if self.mask is None else g * self.mask, W, self.w_star, eta, nbeta, gamma, eps_i)
-                W = langevin_step(W, drift, eta, eps_i)
+                # ---- gradient, noise and update, chain block by chain block
+                W_new = torch.empty_like(W)
+                v_new = torch.empty_like(v) if v is not None else None
+                G = torch.empty_like(W)
+                noise = torch.empty(C, D, dtype=md, device=dev)
+                loss = torch.empty(C, dtype=md, device=dev)
 
-                # ---- health flag, on device
-                bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(norms).all(-1) | ~torch.isfinite(W.sum(-1))
-                new = bad & (first_bad < 0)
-                first_bad = torch.where(new, torch.full_like(first_bad, step), first_bad)
-                bad_info = torch.where(new[:, None], torch.cat([loss[:, None], norms], dim=1), bad_info)
+                def work(k: int, sl: slice) -> None:
+                    b = batch if shared else _slice(batch, sl)
+                    swk = sw if (sw is None or shared) else sw[sl]
+                    lk, gk = self._block_loss_and_grad(k, W[sl], b, swk, shared)
+                    loss[sl], G[sl] = lk, gk
+                    for c in range(sl.start, sl.stop):
+                        noise[c].normal_(generator=noise_gens[c])
+                    if v_new is not None:
+                        v_new[sl] = rmsprop_update(v[sl], gk, cfg.rmsprop_alpha)
+                        eps_k: float | torch.Tensor = eps * rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
+                    else:
+                        eps_k = eps
+                    drift = sgld_drift(gk, W[sl], self.w_star, nbeta, gamma)
+                    eta = noise[sl]
+                    if self.mask is not None:
+                        drift = drift * self.mask
+                        eta = eta * self.mask
+                    W_new[sl] = langevin_step(W[sl], drift, eta, eps_k)
+
+                self._run_blocks(work, C)
+
+                # ---- health flag (on the device; the displacement norms only when needed)
+                bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(W_new.sum(-1))
+                if not on_cpu or bool(bad.any()):
+                    eps_i = eps * rmsprop_preconditioner(v_new, cfg.rmsprop_delta) if v_new is not None else eps
+                    gm = G if self.mask is None else G * self.mask
+                    eta = noise if self.mask is None else noise * self.mask
+                    norms = step_terms(gm, W, self.w_star, eta, nbeta, gamma, eps_i)
+                    bad = bad | ~torch.isfinite(norms).all(-1)
+                    new = bad & (first_bad < 0)
+                    first_bad = torch.where(new, torch.full_like(first_bad, step), first_bad)
+                    bad_info = torch.where(new[:, None], torch.cat([loss[:, None], norms], dim=1), bad_info)
+                W, v = W_new, v_new
 
                 # ---- draw
                 k = step + 1 - cfg.burn_in
@@ -471,4 +875,11 @@ class LocalizedPosterior:
             config=cfg,
             restriction=self.restriction.name,
             n_free=self.n_free,
+            execution={
+                "shared_batches": self.shared_batches,
+                "chain_mode": self.chain_mode,
+                "workers": self.workers,
+                "memo_hits": sum(m.hits for m in self._memos if m is not None),
+                "memo_misses": sum(m.misses for m in self._memos if m is not None),
+            },
         )
