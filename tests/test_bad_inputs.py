@@ -34,6 +34,12 @@ CLI_CASES = [
     ("resume without snapshot path", CHI + W8 + ["--beta", "0.4", "--probe", "0:2,0:2", "--resume"], "--checkpoint"),
     ("non-positive snapshot interval", CHI + W8 + ["--beta", "0.4", "--probe", "0:2,0:2", "--checkpoint", "x.pt",
                                                    "--checkpoint-every", "0"], "checkpoint-every"),
+    ("nn: resume without checkpointing", ["nn", "run", "--config", "c.json", "--out", "o", "--resume", "--no-checkpoint"],
+     "--resume needs checkpointing"),
+    ("nn: non-positive snapshot interval", ["nn", "run", "--config", "c.json", "--out", "o", "--checkpoint-every", "-1"],
+     "--checkpoint-every"),
+    ("nn: checkpoint folder is the results folder", ["nn", "run", "--config", "c.json", "--out", "o", "--checkpoint", "o"],
+     "--checkpoint must differ"),
     ("numba backend on cuda", CHI + W8 + ["--beta", "0.4", "--probe", "0:2,0:2", "--backend", "numba", "--device", "cuda"], "CPU only"),
 ]
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from .moments import MomentAccumulator
 
-__all__ = ["World", "current_world", "chain_block", "all_reduce_accumulator"]
+__all__ = ["World", "current_world", "chain_block", "all_reduce_accumulator", "gather_chain_rows", "any_rank"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,26 @@ def all_reduce_accumulator(local: MomentAccumulator, start: int, n_chains: int, 
             t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
     return full
+
+
+def gather_chain_rows(local: torch.Tensor, start: int, n_chains: int, world: World) -> torch.Tensor:
+    """Per-chain rows [local chains, ...] of every rank stacked into [n_chains, ...] on every rank.
+
+    Zero-padded all-reduce SUM: each rank fills its rows [start, start + len(local)), so the
+    result holds every rank's values exactly (x + 0 = x).
+    """
+    full = torch.zeros((n_chains, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    full[start : start + local.shape[0]] = local
+    if world.size > 1:
+        dist.all_reduce(full, op=dist.ReduceOp.SUM)
+    return full
+
+
+def any_rank(flag: bool, world: World, device: str | torch.device = "cpu") -> bool:
+    """True on every rank if ``flag`` is true on any (a collective: all ranks must call it;
+    ``device``: where the backend wants its tensors, CUDA for nccl)."""
+    if world.size <= 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

@@ -1,17 +1,27 @@
 """``spectro nn`` commands: a whole neural-network susceptibility job from a config file.
 
     spectro nn run  --config FILE --out DIR [--overwrite] [--no-progress]
+                    [--checkpoint DIR] [--checkpoint-every SECONDS | --no-checkpoint] [--resume]
     spectro nn demo [--out DIR] [--no-progress]     (builtin:tiny, every head + full, ≈3 min on 2 cores)
+
+    torchrun --nproc-per-node P -m spectro nn run ...   chains split over P processes, same result
 
 The config schema and the results folder are documented in :mod:`spectro.nn.job`. User errors
 (bad config, missing checkpoint, mismatched tokenizer, existing output folder, a chain that
 diverges) print one line ``spectro: error: ...`` and exit with status 2.
+
+``nn run`` snapshots itself every 60 s into ``OUT.checkpoint/`` (:mod:`spectro.nn.resume`);
+after a kill (SIGKILL, SIGTERM, Ctrl-C) the same command with ``--resume`` continues from the
+last snapshot and writes exactly the results of an uninterrupted run. SIGTERM and Ctrl-C exit
+with status 143 / 130 and say how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +42,11 @@ def add_nn_commands(subparsers) -> None:
     run.add_argument("--out", type=Path, required=True, help="results folder")
     run.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results folder")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--checkpoint", type=Path, default=None, help="snapshot folder (default: OUT.checkpoint)")
+    run.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between snapshots (default 60)")
+    run.add_argument("--no-checkpoint", action="store_true", help="do not snapshot (a killed run starts over)")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the snapshots in the checkpoint folder if there are any (else start afresh)")
 
     demo = nsub.add_parser("demo", help="builtin:tiny model (trained on the fixture corpus, cached), every head + full, "
                                         "per-token susceptibilities on four domains (≈3 min on 2 cores)")
@@ -39,25 +54,61 @@ def add_nn_commands(subparsers) -> None:
     demo.add_argument("--no-progress", action="store_true")
 
 
-def _run(config, out: Path, overwrite: bool, progress: bool) -> int:
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the job's clean-up runs."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess test
+    raise _Terminated()
+
+
+def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) -> int:
+    from ..engine.distributed import current_world
     from .job import ConfigError, run_job, summary_table
     from .posterior import DivergenceError
 
     t0 = time.perf_counter()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        path = run_job(config, out, overwrite=overwrite, progress=progress)
+        path = run_job(config, out, overwrite=overwrite, progress=progress, checkpoint=checkpoint)
     except DivergenceError as e:
         if os.environ.get("SPECTRO_DEBUG"):
             raise
         raise ConfigError(f"sampling diverged ({e}); nothing was written") from None
+    except (KeyboardInterrupt, _Terminated) as e:
+        code = 130 if isinstance(e, KeyboardInterrupt) else 143
+        how = (f"snapshots are in {checkpoint.folder}; run the same command with --resume to continue"
+               if checkpoint is not None else "nothing was written (checkpointing was off)")
+        print(f"spectro: interrupted; {how}", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if not current_world().is_main:
+        return 0
     print(summary_table(path))
     names = sorted(p.name for p in path.iterdir())
     print(f"wrote {path}/: {', '.join(names)}  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
+def _checkpointing(args: argparse.Namespace):
+    from .job import ConfigError
+    from .resume import JobCheckpointing
+
+    if args.no_checkpoint:
+        if args.resume:
+            raise ConfigError("--resume needs checkpointing; drop --no-checkpoint")
+        return None
+    if not math.isfinite(args.checkpoint_every) or args.checkpoint_every <= 0:
+        raise ConfigError(f"--checkpoint-every must be a number of seconds > 0, got {args.checkpoint_every}")
+    folder = args.checkpoint or args.out.with_name(args.out.name + ".checkpoint")
+    if folder.resolve() == args.out.resolve():
+        raise ConfigError("--checkpoint must differ from --out")
+    return JobCheckpointing(folder, args.checkpoint_every, args.resume)
+
+
 def cmd_nn_run(args: argparse.Namespace) -> int:
-    return _run(args.config, args.out, args.overwrite, not args.no_progress)
+    return _run(args.config, args.out, args.overwrite, not args.no_progress, _checkpointing(args))
 
 
 def cmd_nn_demo(args: argparse.Namespace) -> int:

@@ -74,7 +74,8 @@ keys and non-finite numbers are errors naming the key)::
 tokens (0 … context−2; position t predicts token t+1).
 
 Results folder (assembled in a hidden sibling and renamed into place; every file written
-atomically; nothing is left behind when a job fails)::
+atomically; nothing is left behind when a job fails — except, with checkpointing, the stage and
+snapshots an interrupted job needs for ``--resume``, see :mod:`spectro.nn.resume`)::
 
     OUT/config.json           the resolved config (defaults filled; loads back as a JobConfig)
     OUT/chi_<component>.npz   spectro.engine.Susceptibility (χ, stderr, ESS, R-hat, meta with the
@@ -99,7 +100,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -863,7 +864,7 @@ def _versions() -> dict:
 
 
 def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.PathLike, *, overwrite: bool = False,
-            progress: bool = True, log=None) -> Path:
+            progress: bool = True, log=None, checkpoint: "JobCheckpointing | None" = None, world=None) -> Path:
     """Run a whole job and write its results folder (layout in the module docstring); return the folder.
 
     ``config``: a :class:`JobConfig`, a dict in the config schema, or a path to a .json/.toml file.
@@ -871,8 +872,21 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     is not empty without ``overwrite``, and problems of the checkpoint or data it names;
     :class:`spectro.nn.DivergenceError` when a chain blows up (nothing written either).
     ``log`` receives progress lines (default: print to stderr).
+
+    ``checkpoint``: snapshot the job periodically into ``checkpoint.folder`` (see
+    :mod:`spectro.nn.resume`); with ``checkpoint.resume`` a killed job continues where its last
+    snapshot left off and gives bit-identical results. The folder is removed when the job ends.
+
+    ``world``: under ``torchrun`` (default: detected from the environment) every process runs
+    this function; process r samples its contiguous block of the global chains (seeded as in
+    one process), the moments, loss traces and devinterp records are combined across processes
+    at the end of each component, and process 0 alone writes. The results equal the
+    single-process ones (the per-chain arithmetic is the same and the merge adds zeros).
     """
     import torch
+
+    from ..engine.distributed import chain_block, current_world
+    from .resume import JobState
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = config if isinstance(config, JobConfig) else (JobConfig.from_dict(config) if isinstance(config, dict) else JobConfig.load(config))
@@ -884,27 +898,58 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     parent = out.resolve().parent
     threads = torch.get_num_threads()
     t_start = time.perf_counter()
+    state: JobState | None = None
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         prep = _prepare(cfg, progress, log)
         if cfg.export.devinterp:
             _check_export_size(prep)
+        world = world or current_world(prep.sampler.device)
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the parent folder of {out}: {e.strerror}") from None
-        if not os.access(parent, os.W_OK):
-            raise ConfigError(f"cannot write into {parent}")
-        stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the results folder is an ordinary one
+            chain_block(prep.sampler.chains, world)
+        except ValueError as e:
+            raise ConfigError(f"sampler.chains: {e}") from None
+        if world.is_main:
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create the parent folder of {out}: {e.strerror}") from None
+            if not os.access(parent, os.W_OK):
+                raise ConfigError(f"cannot write into {parent}")
+        if checkpoint is not None:
+            stage = parent / f".{out.name}.partial"
+            fingerprint = {"config": _resolved_config(prep), "processes": world.size}
+            state = JobState(checkpoint, fingerprint, stage, world)
+            try:
+                done = state.start()
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+            if done:
+                log(f"resuming from {checkpoint.folder}: {len(done)} of {len(prep.components)} components done")
+        else:
+            stage, done = None, {}
+            if world.is_main:
+                stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
+        if stage is not None and world.is_main:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the results folder is an ordinary one
         try:
-            _run(prep, stage, progress, log, t_start)
-            _swap_into_place(stage, out)
-        except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            _run(prep, stage, progress, log, t_start, world, state, done)
+            if world.is_main:
+                _swap_into_place(stage, out)
+            if state is not None:
+                state.finish()
+        except BaseException as e:
+            from .posterior import DivergenceError
+
+            # an interrupted checkpointed job keeps its stage and snapshots for --resume; anything
+            # else (no checkpointing, or a divergence that a resume would only repeat) leaves nothing
+            if stage is not None and world.is_main and (state is None or isinstance(e, DivergenceError)):
+                shutil.rmtree(stage, ignore_errors=True)
+                if state is not None:
+                    shutil.rmtree(state.folder, ignore_errors=True)
             raise
     finally:
         torch.set_num_threads(threads)
@@ -932,24 +977,31 @@ def _check_export_size(prep: _Prepared) -> None:
                           f"{len(prep.components)} components); raise export.max_mb, lower the sizes, or set export.devinterp false")
 
 
-def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> None:
+def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: float, world, state, done: dict) -> None:
+    """Sample every component, estimate, and (process 0) write the results into ``stage``."""
+    import torch
     from tqdm.auto import tqdm
 
     from ..analysis.traces import plot_traces
-    from ..engine import MomentAccumulator, estimate_susceptibility
+    from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility
+    from ..engine.distributed import all_reduce_accumulator, any_rank, chain_block, gather_chain_rows
     from ..io import write_json
     from ..models import next_token_loss
     from .observables import MeanLoss, concat, mean_loss
-    from .posterior import LocalizedPosterior
+    from .posterior import DivergenceError, LocalizedPosterior
     from .susceptibility import baker_susceptibility
 
     cfg, s = prep.cfg, prep.sampler
+    main = world.is_main
+    start, stop = chain_block(s.chains, world)
+    local_s = replace(s, chains=stop - start, chain_offset=s.chain_offset + start)  # this process's chains
     versions = _versions()
     n_pos = prep.context - 1
-    write_json(stage / "config.json", _resolved_config(prep))
+    if main:
+        write_json(stage / "config.json", _resolved_config(prep))
 
     # L̄(w*) on the base group, L_n(w*) per token on the training windows (for the export)
-    ref_post = LocalizedPosterior(prep.model, next_token_loss, prep.train, s, None)
+    ref_post = LocalizedPosterior(prep.model, next_token_loss, prep.train, local_s, None)
     at_star = prep.probe.evaluate_at_w_star(ref_post)
     base_ref = float(mean_loss(at_star, prep.probe, _BASE)[0])
     observables = [MeanLoss(_BASE, reference=base_ref) if o is None else o for o in prep.observables]
@@ -960,25 +1012,40 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
                  for o, kind in zip(observables, prep.observable_kinds) for n in o.names(prep.probe, n_pos)]
     field_names = [n for f in prep.fields for n in f.names(prep.probe, n_pos)]
     train_token_loss = None
-    if cfg.export.devinterp:
+    if cfg.export.devinterp and main:
         train_token_loss = ref_post.losses_at_w_star(prep.train).mean(dim=0).double().cpu().numpy()  # [T]
+        (stage / "devinterp").mkdir(exist_ok=True)
 
-    if cfg.export.devinterp:
-        (stage / "devinterp").mkdir()
     results: dict[str, Any] = {}
-    summaries: dict[str, Any] = {}
+    summaries: dict[str, Any] = dict(done)
     full_acc = None
+    if done and main:
+        results = {name: Susceptibility.load(stage / f"chi_{name}.npz") for name in done}
+        if any(prep.components[name] is None for name in done):
+            full_acc = MomentAccumulator(s.chains, len(obs_names), len(field_names), s.draws,
+                                         n_batches=min(s.n_batches, s.draws), device=s.device)
+            full_acc.load_state_dict(state.load_full_acc())
     total = len(prep.components) * s.draws
-    bar = tqdm(total=total, disable=not progress, unit="draw", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total, disable=not (progress and main), unit="draw", dynamic_ncols=True, file=sys.stderr)
+    bar.update(len(done) * s.draws)
     try:
         for name, restriction in prep.components.items():
+            if name in done:
+                continue
             bar.set_description(f"{name:>6}")
             t0 = time.perf_counter()
-            post = LocalizedPosterior(prep.model, next_token_loss, prep.train, s, restriction)
+            post = LocalizedPosterior(prep.model, next_token_loss, prep.train, local_s, restriction)
             m, k = len(obs_names), len(field_names)
-            acc = MomentAccumulator(s.chains, m, k, s.draws, n_batches=min(s.n_batches, s.draws), device=s.device)
-            record = (np.zeros((s.chains, s.draws, prep.probe.size, n_pos), dtype=np.float32)
+            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=min(s.n_batches, s.draws), device=s.device)
+            record = (np.zeros((local_s.chains, s.draws, prep.probe.size, n_pos), dtype=np.float32)
                       if cfg.export.devinterp else None)
+            partial = state.load_partial(name) if state is not None else None
+            if partial is not None:
+                acc.load_state_dict(partial["accumulator"])
+                if record is not None:
+                    kept = partial["record"]
+                    record[:, : kept.shape[1]] = kept
+                bar.update(acc.draws_seen)
 
             def on_draw(draw, post=post, acc=acc, record=record) -> None:
                 losses = prep.probe.evaluate(post, draw.weights)
@@ -986,9 +1053,27 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
                 if record is not None:
                     record[:, draw.index] = losses.detach().float().cpu().numpy()
                 bar.update(1)
+                if state is not None and state.due() and draw.index + 1 < s.draws:
+                    state.save_partial(name, draw.snapshot(), acc.state_dict(),
+                                       None if record is None else record[:, : draw.index + 1].copy())
 
-            res = post.sample(on_draw)
+            failure: BaseException | None = None
+            try:
+                res = post.sample(on_draw, resume_from=None if partial is None else partial["sampler"])
+            except DivergenceError as e:
+                failure = e
+            if any_rank(failure is not None, world, s.device):  # every process stops, none waits forever
+                raise failure if failure is not None else DivergenceError.elsewhere()
+            acc = all_reduce_accumulator(acc, start, s.chains, world)
+            trace = gather_chain_rows(torch.from_numpy(res.loss_trace), start, s.chains, world).numpy()
+            res = res.with_trace(trace, s)
+            if record is not None and world.size > 1:
+                record = gather_chain_rows(torch.from_numpy(record), start, s.chains, world).numpy()
             seconds = time.perf_counter() - t0
+            if restriction is None:
+                full_acc = acc
+            if not main:
+                continue
             meta = {
                 "component": name,
                 "job": cfg.name,
@@ -998,12 +1083,11 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
                 "observable_estimators": {n: ("baker2025" if (kind == "component_loss" and restriction is not None) else "-Cov(phi, psi)")
                                           for n, kind in zip(obs_names, obs_rows)},
                 "seconds": seconds,
+                "processes": world.size,
                 "versions": versions,
             }
             result = estimate_susceptibility(acc, -1.0, obs_names, field_names)
-            if restriction is None:
-                full_acc = acc
-            else:
+            if restriction is not None:
                 phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"]
                 if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables
                     _replace_rows(result, baker_susceptibility(acc, full_acc, obs_names, field_names), phi_rows)
@@ -1019,8 +1103,12 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
                               sampler=s, nbeta=res.nbeta, n_train=int(prep.train.shape[0]), component=name,
                               restriction_free=res.n_free, sampling_task=_BASE)
             del record
+            if state is not None:
+                state.record_done(summaries, full_acc.state_dict() if restriction is None else None)
     finally:
         bar.close()
+    if not main:
+        return
 
     if cfg.export.devinterp and "phi_C" in obs_names:
         from .export import write_susceptibilities
@@ -1028,6 +1116,8 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
         restricted = {n: r for n, r in results.items() if prep.components[n] is not None} or results
         write_susceptibilities(stage / "devinterp" / "susceptibilities.zarr", restricted, prep.input_ids,
                                observable="phi_C")
+    results = {name: results[name] for name in prep.components}  # config order, resumed or not
+    summaries = {name: summaries[name] for name in prep.components}
     plot_traces(results, stage / "traces.png", domains=prep.domains,
                 title=f"{cfg.name or 'spectro nn job'}: {cfg.model.checkpoint if cfg.model.checkpoint.startswith('builtin:') else prep.checkpoint}")
     summary = {
@@ -1048,6 +1138,7 @@ def _run(prep: _Prepared, stage: Path, progress: bool, log, t_start: float) -> N
             "base_loss_at_w_star": base_ref,
             "observables": obs_names,
             "n_fields": len(field_names),
+            "processes": world.size,
             "estimator": "chi = -Cov(phi, psi), psi = L(q') - L(q); component_loss under a restricted component: "
                          "baker2025 -(E_C[phi*psi] - E_C[phi]*E_full[psi])",
         },

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -119,6 +120,16 @@ class DivergenceError(RuntimeError):
             f"step displacement norms: {terms}; the {culprit} term blew up. "
             f"Reduce epsilon, increase gamma or reduce nbeta."
         )
+
+    @classmethod
+    def elsewhere(cls) -> "DivergenceError":
+        """The error raised by the other processes of a distributed run when one process's chain diverged."""
+        err = cls.__new__(cls)
+        err.chain = err.step = err.loss = err.culprit = None
+        err.norms = {}
+        RuntimeError.__init__(err, "a chain of another process diverged (that process reports which chain, at which "
+                                   "step and why). Reduce epsilon, increase gamma or reduce nbeta.")
+        return err
 
 
 class LossShapeError(ValueError):
@@ -338,10 +349,22 @@ class Draw:
     weights: torch.Tensor
     loss: torch.Tensor
     posterior: "LocalizedPosterior"
+    _state: "_LoopState | None" = field(default=None, repr=False, compare=False)
 
     def params(self) -> dict[str, torch.Tensor]:
         """Free parameters stacked over chains: name → [C, *shape] views of ``weights``."""
         return self.posterior.unflatten(self.weights)
+
+    def snapshot(self) -> dict:
+        """The sampler's complete state after this draw (weights, RMSProp state, RNG states,
+        minibatch position, loss trace, health records), as CPU tensors for ``torch.save``.
+
+        ``posterior.sample(on_draw, resume_from=snapshot)`` continues with the next step and
+        produces bit-for-bit the same draws as the uninterrupted run.
+        """
+        if self._state is None:
+            raise RuntimeError("this draw carries no sampler state")
+        return self._state.snapshot(self.posterior)
 
 
 @dataclass
@@ -366,6 +389,12 @@ class SamplingResult:
     n_free: int
     execution: dict = field(default_factory=dict)  # shared_batches, chain_mode, workers, memo hits
 
+    def with_trace(self, loss_trace: np.ndarray, config: SamplerConfig) -> "SamplingResult":
+        """This result with the loss trace (and LLC statistics) of all chains, e.g. gathered from
+        the processes of a distributed run; ``final_weights`` stay this process's chains."""
+        stats = _llc_statistics(loss_trace, self.init_loss, self.nbeta, config.n_batches)
+        return dataclasses.replace(self, loss_trace=loss_trace, config=config, **stats)
+
     def summary(self) -> dict:
         """JSON-friendly summary (no arrays larger than [C])."""
         return {
@@ -380,6 +409,64 @@ class SamplingResult:
             "sampler": self.config.to_dict(),
             "execution": dict(self.execution),
         }
+
+
+@dataclass
+class _LoopState:
+    """Everything the sampling loop carries from one step to the next."""
+
+    step: int  # steps completed
+    W: torch.Tensor  # [C, D]
+    v: torch.Tensor | None  # RMSProp second moments [C, D]
+    perm: torch.Tensor | None  # current minibatch permutation(s)
+    pos: int  # position in the permutation
+    trace: torch.Tensor  # [C, draws]
+    first_bad: torch.Tensor  # [C]
+    bad_info: torch.Tensor  # [C, 4]
+    noise_gens: list[torch.Generator]
+    data_gens: list[torch.Generator]
+
+    def snapshot(self, posterior: "LocalizedPosterior") -> dict:
+        cpu = lambda t: None if t is None else t.detach().to("cpu", copy=True)  # noqa: E731
+        return {
+            "format": "spectro.sgld_state/1",
+            "fingerprint": posterior._state_fingerprint(),
+            "step": self.step,
+            "W": cpu(self.W), "v": cpu(self.v), "perm": cpu(self.perm), "pos": self.pos,
+            "trace": cpu(self.trace), "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
+            "noise_gens": [g.get_state() for g in self.noise_gens],
+            "data_gens": [g.get_state() for g in self.data_gens],
+        }
+
+    def restore(self, snap: dict, posterior: "LocalizedPosterior") -> None:
+        if not isinstance(snap, dict) or snap.get("format") != "spectro.sgld_state/1":
+            raise ValueError("resume_from is not a sampler snapshot (Draw.snapshot())")
+        want = posterior._state_fingerprint()
+        if snap["fingerprint"] != want:
+            diff = sorted(k for k in want if snap["fingerprint"].get(k) != want[k])
+            raise ValueError(f"sampler snapshot belongs to a different run (differs in: {', '.join(diff)})")
+        dev = posterior.device
+        on = lambda t: None if t is None else t.to(dev)  # noqa: E731
+        self.step, self.pos = int(snap["step"]), int(snap["pos"])
+        self.W, self.v, self.perm = on(snap["W"]), on(snap["v"]), on(snap["perm"])
+        self.trace, self.first_bad, self.bad_info = on(snap["trace"]), on(snap["first_bad"]), on(snap["bad_info"])
+        if len(snap["noise_gens"]) != len(self.noise_gens) or len(snap["data_gens"]) != len(self.data_gens):
+            raise ValueError("sampler snapshot has a different number of random streams")
+        for g, st in zip(self.noise_gens + self.data_gens, snap["noise_gens"] + snap["data_gens"]):
+            g.set_state(st)
+
+
+def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches: int) -> dict:
+    """λ̂ = nβ·(mean loss − L_n(w*)), its batch-means standard error, per-chain λ̂ and split R-hat."""
+    nb = min(n_batches, trace.shape[1])
+    bmeans = np.stack([b.mean(axis=1) for b in np.array_split(trace, nb, axis=1)], axis=1)  # [C, B]
+    se = float(batch_means_stderr(bmeans)) if nb >= 1 else float("nan")
+    return {
+        "llc": float(nbeta * (trace.mean() - init_loss)),
+        "llc_stderr": nbeta * se,
+        "llc_per_chain": nbeta * (trace.mean(axis=1) - init_loss),
+        "llc_rhat": float(split_rhat(bmeans)),
+    }
 
 
 class LocalizedPosterior:
@@ -741,17 +828,25 @@ class LocalizedPosterior:
         g.manual_seed(chain_seed(self.config.seed, _SHARED_CHAIN, _DATA_STREAM))
         return g
 
-    def sample(self, on_draw: Callable[[Draw], None] | None = None) -> SamplingResult:
+    def sample(self, on_draw: Callable[[Draw], None] | None = None, *, resume_from: dict | None = None) -> SamplingResult:
         """Run all chains from w*; call ``on_draw(draw)`` after every recorded draw.
 
         Returns the loss trace, L_n(w*) and the LLC estimate. Raises :class:`DivergenceError`
         when a chain blows up (checked every ``config.health_every`` steps and at the end).
+        ``resume_from``: a ``draw.snapshot()`` of an earlier run with the same settings; sampling
+        continues after that draw (``on_draw`` is called for the remaining draws only) and the
+        result is bit-for-bit that of the uninterrupted run.
         """
         init_loss = self.init_loss
         with self._executing():
-            return self._sample(on_draw, init_loss)
+            return self._sample(on_draw, init_loss, resume_from)
 
-    def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float) -> SamplingResult:
+    def _state_fingerprint(self) -> dict:
+        """What a snapshot must agree on to be resumed by this sampler."""
+        return {"config": self.config.to_dict(), "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
+                "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
+
+    def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float, resume_from: dict | None = None) -> SamplingResult:
         cfg = self.config
         dev, md = self.device, cfg.master_dtype
         C, D, n = cfg.chains, self.dim, self.n
@@ -774,9 +869,14 @@ class LocalizedPosterior:
         bad_info = torch.zeros(C, 4, dtype=md, device=dev)  # loss, gradient, localization, noise norms
         perm: torch.Tensor | None = None
         pos = n  # forces a permutation draw at the first step
+        state = _LoopState(0, W, v, perm, pos, trace, first_bad, bad_info, noise_gens, data_gens)
+        if resume_from is not None:
+            state.restore(resume_from, self)
+            W, v, perm, pos = state.W, state.v, state.perm, state.pos
+            trace, first_bad, bad_info = state.trace, state.first_bad, state.bad_info
 
         with _eval_mode(self.model):
-            for step in range(cfg.total_steps):
+            for step in range(state.step, cfg.total_steps):
                 # ---- minibatch (indices drawn here, in the calling thread: reproducible)
                 if full_batch:
                     batch, sw = self.train_data, scaled_w
@@ -838,7 +938,9 @@ class LocalizedPosterior:
                     d = k // cfg.steps_per_draw - 1
                     trace[:, d] = loss
                     if on_draw is not None:
-                        on_draw(Draw(index=d, step=step + 1, weights=W, loss=loss, posterior=self))
+                        state.step, state.W, state.v, state.perm, state.pos = step + 1, W, v, perm, pos
+                        state.first_bad, state.bad_info = first_bad, bad_info
+                        on_draw(Draw(index=d, step=step + 1, weights=W, loss=loss, posterior=self, _state=state))
                 if (step + 1) % cfg.health_every == 0 or step + 1 == cfg.total_steps:
                     self._raise_if_diverged(first_bad, bad_info, init_loss)
 
@@ -859,18 +961,11 @@ class LocalizedPosterior:
     def _result(self, trace: torch.Tensor, init_loss: float, W: torch.Tensor) -> SamplingResult:
         cfg = self.config
         tr = trace.double().cpu().numpy()
-        nb = min(cfg.n_batches, cfg.draws)
-        bmeans = np.stack([b.mean(axis=1) for b in np.array_split(tr, nb, axis=1)], axis=1)  # [C, B]
-        se = float(batch_means_stderr(bmeans)) if nb >= 1 else float("nan")
-        rhat = float(split_rhat(bmeans))
         return SamplingResult(
             loss_trace=tr,
             init_loss=init_loss,
             nbeta=self.nbeta,
-            llc=float(self.nbeta * (tr.mean() - init_loss)),
-            llc_stderr=self.nbeta * se,
-            llc_per_chain=self.nbeta * (tr.mean(axis=1) - init_loss),
-            llc_rhat=rhat,
+            **_llc_statistics(tr, init_loss, self.nbeta, cfg.n_batches),
             final_weights=W,
             config=cfg,
             restriction=self.restriction.name,
