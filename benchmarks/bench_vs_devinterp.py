@@ -57,8 +57,9 @@ after the runs), the job's FLOPs (``torch.utils.flop_counter`` over runs of 2 an
 each side, extrapolated linearly to the full number of draws; spectro counted with one worker,
 since the counter is thread-local — with two workers a layer-1 head's frozen layer 0 is
 evaluated once per worker per step, ≈ 1 % more), the achieved FLOP rate of the whole job
-against the matmul rate, and spectro's memory at two draw counts (tracemalloc peak of the
-Python heap and process peak RSS).
+against the matmul rate, and the memory of spectro's engine (a restricted posterior plus the
+streaming accumulator): process RSS at 9 points of a run of 4× the draws, and the Python-heap
+peak (tracemalloc) of runs of 1× and 4× the draws.
 
 Usage::
 
@@ -112,6 +113,7 @@ class Job:
     n_batches: int = 5  # batch-means batches per chain (20 draws each: longer than the autocorrelation)
     threads: int = 2
     seed: int = 0
+    device: str = "cpu"  # both sides sample here (benchmarks/bench_gpu.py runs the job on CUDA)
 
     @property
     def probe_tokens(self) -> int:
@@ -229,6 +231,51 @@ def model_rates(model, data: torch.Tensor, batch: int, seconds: float = 1.5) -> 
     return out
 
 
+def memory_check(setup: Setup, job: Job, ref: float) -> dict:
+    """spectro's engine (one restricted posterior + the streaming accumulator, as inside
+    component_susceptibility) over 4× the job's draws: process RSS at 8 points of the run, and
+    the Python-heap peak (tracemalloc) of runs of 1× and 4× the draws."""
+    from spectro.engine import MomentAccumulator
+    from spectro.nn import LocalizedPosterior, ProbeSet, Restriction, SamplerConfig, TokenPointMasses
+    from spectro.nn.observables import MeanLoss, concat
+
+    probe = ProbeSet({"train": setup.base, "probe": setup.probe})
+    phi, tok = MeanLoss("train", reference=ref), TokenPointMasses("probe", base="train")
+    comp = job.components[-1]
+    out = {"component": comp}
+    for draws in (job.draws, 4 * job.draws):
+        cfg = SamplerConfig(epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
+                            batch_size=job.batch_size, n_batches=job.n_batches)
+        post = LocalizedPosterior(setup.model, token_loss, setup.train_data, cfg, Restriction.from_devinterp(setup.model, comp),
+                                  shared_batches=True)
+        acc = MomentAccumulator(job.chains, 1, job.probe_tokens, draws, n_batches=job.n_batches)
+        rss_track: list[tuple[int, float]] = []
+        sampler = RSSPeak()
+
+        def on_draw(d, post=post, acc=acc, track=rss_track, n=draws):
+            losses = probe.evaluate(post, d.weights)
+            acc.update(concat([phi], losses, probe), concat([tok], losses, probe))
+            if d.index % (n // 8) == 0 or d.index == n - 1:
+                track.append((d.index + 1, sampler.rss() / 2**20))
+
+        post.init_loss  # outside the measurement (cached)
+        gc.collect()
+        tracemalloc.start()
+        post.sample(on_draw)
+        _, tpeak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        out[draws] = {"tracemalloc_peak_bytes": tpeak, "rss_mib": rss_track}
+    d1, d4 = job.draws, 4 * job.draws
+    track = out[d4]["rss_mib"]
+    print(f"\nspectro engine memory ({comp} posterior + streaming accumulator, {job.probe_tokens} fields):")
+    print(f"  process RSS (MiB) during a {d4}-draw run, by draw: " + ", ".join(f"{i}: {r:.0f}" for i, r in track))
+    print(f"  Python heap peak (tracemalloc): {out[d1]['tracemalloc_peak_bytes'] / 2**20:.2f} MiB at {d1} draws, "
+          f"{out[d4]['tracemalloc_peak_bytes'] / 2**20:.2f} MiB at {d4} draws; RSS change over the second half of the run "
+          f"{track[-1][1] - track[len(track) // 2][1]:+.1f} MiB (the first draws warm up the allocator's per-thread arenas); "
+          f"the only per-draw record is the loss trace, 4 bytes per chain-draw")
+    return out
+
+
 class RSSPeak:
     """Peak resident set size (bytes) over a block, sampled every 5 ms in a thread."""
 
@@ -319,7 +366,7 @@ def run_devinterp(setup: Setup, job: Job, out_dir: Path, draws: int | None = Non
                 setup.model, train_ds, {"train": (train_ds, 1), "probe": (probe_ds, 1)}, restrictions,
                 sampling_task="train", lr=job.epsilon, n_beta=job.nbeta, localization=job.gamma,
                 num_chains=job.chains, num_draws=draws, batch_size=job.batch_size,
-                output_path=out_dir / "samples.zarr",
+                output_path=out_dir / "samples.zarr", device=job.device,
             )
             total = time.perf_counter() - t0
     finally:
@@ -380,7 +427,7 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     draws = draws or job.draws
     cfg = SamplerConfig(
         method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
-        batch_size=job.batch_size, seed=seed, n_batches=min(job.n_batches, draws), eval_batch_size=64,
+        batch_size=job.batch_size, seed=seed, n_batches=min(job.n_batches, draws), eval_batch_size=64, device=job.device,
     )
     probe = ProbeSet({"train": setup.base, "probe": setup.probe})
     restr = {c: Restriction.from_devinterp(setup.model, c) for c in components}
@@ -577,22 +624,7 @@ def main(argv=None) -> int:
         result["flops"] = {"devinterp": F_d, "spectro": F_s}
 
     if not args.skip_memory:
-        mem = []
-        comp = job.components[-1:]
-        run_spectro(setup, job, ref, draws=10, components=comp)  # warm the allocator
-        for d in (job.draws // 4, job.draws):
-            gc.collect()
-            tracemalloc.start()
-            with RSSPeak() as rss:
-                run_spectro(setup, job, ref, draws=d, components=comp)
-            _, tpeak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            mem.append((d, tpeak, rss.peak))
-        print(f"\nspectro memory, full + {comp[0]} runs (after a warm-up run): " + "; ".join(
-            f"{d} draws: tracemalloc peak {t / 2**20:.2f} MiB, process peak RSS {r / 2**20:.0f} MiB" for d, t, r in mem)
-            + f" -> {mem[1][0] - mem[0][0]} more draws add {(mem[1][1] - mem[0][1]) / 2**10:.0f} KiB (Python heap) and "
-              f"{(mem[1][2] - mem[0][2]) / 2**20:.1f} MiB (RSS); the loss trace is the only per-draw record (16 bytes per chain-draw)")
-        result["memory"] = mem
+        result["memory"] = memory_check(setup, job, ref)
 
     ratio = ph_d["total"] / ph_s["total"]
     if args.json:

@@ -40,6 +40,8 @@ def current_world(device: str | torch.device = "cpu") -> World:
     if size <= 1 or not dist.is_available():
         return World()
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    if backend == "nccl":  # one GPU per process
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return World(dist.get_rank(), dist.get_world_size())
 

@@ -34,7 +34,9 @@ keys and non-finite numbers are errors naming the key)::
       "model": {                                    required
         "checkpoint": "runs/x/checkpoints/step_002000" | "builtin:tiny",   required
         "cache_dir": null,          builtin cache (default $SPECTRO_CACHE_DIR or runs/cache)
-        "train_steps": null         builtin only: override the recipe's training steps
+        "train_steps": null,        builtin only: override the recipe's training steps
+        "dtype": null               "float32" | "bfloat16" | "float16": run the model's forward in
+                                    this precision (SGLD still updates float32 master weights)
       },
       "data": {
         "corpus": "fixture",        "fixture" (shipped) or a corpus folder (spectro.data)
@@ -131,6 +133,7 @@ class ModelSpec:
     checkpoint: str
     cache_dir: str | None = None
     train_steps: int | None = None
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,9 +236,11 @@ class JobConfig:
         top.allow("name", "description", "model", "data", "probes", "observables", "fields", "components", "sampler",
                   "threads", "export")
         m = _Table(top.required("model"), "model")
-        m.allow("checkpoint", "cache_dir", "train_steps")
+        m.allow("checkpoint", "cache_dir", "train_steps", "dtype")
         model = ModelSpec(checkpoint=m.string("checkpoint", required=True), cache_dir=m.string("cache_dir"),
-                          train_steps=m.integer("train_steps", minimum=1))
+                          train_steps=m.integer("train_steps", minimum=1), dtype=m.string("dtype"))
+        if model.dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be 'float32', 'bfloat16' or 'float16', got {model.dtype!r}")
         if model.train_steps is not None and not model.checkpoint.startswith("builtin:"):
             raise ConfigError("model.train_steps applies only to builtin:* checkpoints")
 
@@ -658,6 +663,8 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
         raise ConfigError(f"model.checkpoint: {e}") from None
     except (OSError, ValueError, KeyError) as e:
         raise ConfigError(f"model.checkpoint: cannot load {ckpt}: {e}") from None
+    if cfg.model.dtype is not None:
+        model = model.to(getattr(torch, cfg.model.dtype))
     mcfg = model.cfg
     if cfg.data.tokenizer is not None:
         tpath = Path(cfg.data.tokenizer)
@@ -994,7 +1001,10 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     cfg, s = prep.cfg, prep.sampler
     main = world.is_main
     start, stop = chain_block(s.chains, world)
-    local_s = replace(s, chains=stop - start, chain_offset=s.chain_offset + start)  # this process's chains
+    dev = s.device
+    if world.size > 1 and dev == "cuda":  # one GPU per process (torchrun's LOCAL_RANK)
+        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', world.rank))}"
+    local_s = replace(s, chains=stop - start, chain_offset=s.chain_offset + start, device=dev)  # this process's chains
     versions = _versions()
     n_pos = prep.context - 1
     if main:
@@ -1023,7 +1033,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
         results = {name: Susceptibility.load(stage / f"chi_{name}.npz") for name in done}
         if any(prep.components[name] is None for name in done):
             full_acc = MomentAccumulator(s.chains, len(obs_names), len(field_names), s.draws,
-                                         n_batches=min(s.n_batches, s.draws), device=s.device)
+                                         n_batches=min(s.n_batches, s.draws), device=dev)
             full_acc.load_state_dict(state.load_full_acc())
     total = len(prep.components) * s.draws
     bar = tqdm(total=total, disable=not (progress and main), unit="draw", dynamic_ncols=True, file=sys.stderr)
@@ -1036,7 +1046,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
             t0 = time.perf_counter()
             post = LocalizedPosterior(prep.model, next_token_loss, prep.train, local_s, restriction)
             m, k = len(obs_names), len(field_names)
-            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=min(s.n_batches, s.draws), device=s.device)
+            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=min(s.n_batches, s.draws), device=dev)
             record = (np.zeros((local_s.chains, s.draws, prep.probe.size, n_pos), dtype=np.float32)
                       if cfg.export.devinterp else None)
             partial = state.load_partial(name) if state is not None else None
@@ -1062,13 +1072,13 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
                 res = post.sample(on_draw, resume_from=None if partial is None else partial["sampler"])
             except DivergenceError as e:
                 failure = e
-            if any_rank(failure is not None, world, s.device):  # every process stops, none waits forever
+            if any_rank(failure is not None, world, dev):  # every process stops, none waits forever
                 raise failure if failure is not None else DivergenceError.elsewhere()
             acc = all_reduce_accumulator(acc, start, s.chains, world)
-            trace = gather_chain_rows(torch.from_numpy(res.loss_trace), start, s.chains, world).numpy()
+            trace = gather_chain_rows(torch.from_numpy(res.loss_trace).to(dev), start, s.chains, world).cpu().numpy()
             res = res.with_trace(trace, s)
             if record is not None and world.size > 1:
-                record = gather_chain_rows(torch.from_numpy(record), start, s.chains, world).numpy()
+                record = gather_chain_rows(torch.from_numpy(record).to(dev), start, s.chains, world).cpu().numpy()
             seconds = time.perf_counter() - t0
             if restriction is None:
                 full_acc = acc

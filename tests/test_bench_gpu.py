@@ -1,0 +1,41 @@
+"""The GPU benchmark stays runnable: its code paths, dry-run on the CPU (no GPU on CI machines)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+
+
+def test_dry_run_on_cpu_writes_a_complete_record(tmp_path):
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "matmul", "nn_throughput",
+                        "ising", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    assert rec["device"] == "cpu" and rec["matmul_gflops"]["fp32"] > 0
+    rows = rec["nn_throughput"]
+    assert {(r["dtype"], r["component"]) for r in rows} == {(d, c) for d in ("float32", "bfloat16") for c in ("full", "l1h0")}
+    assert all(r["steps_per_s"] > 0 and 0 < r["fraction_of_matmul"] for r in rows)
+    assert rec["ising"]["numba_cpu"] > 0 and rec["ising"]["torch_cpu"] > 0
+
+
+@pytest.mark.slow
+def test_dry_run_device_vs_cpu_section(tmp_path):
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "device_vs_cpu", "--json",
+                        str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads(out.read_text())["device_vs_cpu"]
+    assert rec["device"]["max_abs_z"] == 0.0  # the same device: the same numbers
+    assert rec["device_bf16"]["agree"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_the_script_says_so():
+    p = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no CUDA device" in p.stderr and "Traceback" not in p.stderr
