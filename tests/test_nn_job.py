@@ -225,6 +225,8 @@ BAD = [
     ("sampler.epsilon", -1e-3, "epsilon"),
     ("model.checkpoint", "/nonexistent/ckpt", "does not exist"),
     ("model.checkpoint", "builtin:huge", "unknown built-in model"),
+    ("model.dtype", "int8", "model.dtype must be"),
+    ("sampler.chains", 0, "chains"),
     ("components", ["l5h0"], "layer 5 does not exist"),
     ("components", ["l0h9"], "head 9 does not exist"),
     ("components", ["head3"], "is not a component"),
