@@ -56,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=32, help="tokens per probe sequence (≤ the model's n_ctx)")
     p.add_argument("--draws", type=int, default=50)
     p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16, help="SGLD minibatch (sequences)")
+    p.add_argument("--corpus", default="fixture", help="probe/training text: 'fixture' (shipped) or a build_corpus.py folder")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the jobs")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap / noise resamples")
     p.add_argument("--no-figures", action="store_true")
@@ -111,7 +113,8 @@ def job_config(model: dict, seed: int, args: argparse.Namespace, label: str) -> 
     cfg["model"] = dict(model)
     cfg["data"]["context"] = args.context
     cfg["probes"]["per_domain"] = args.per_domain
-    cfg["sampler"].update({"seed": seed, "draws": args.draws, "chains": args.chains})
+    cfg["sampler"].update({"seed": seed, "draws": args.draws, "chains": args.chains, "batch_size": args.batch_size})
+    cfg["data"]["corpus"] = args.corpus
     cfg["threads"] = args.threads
     cfg["export"] = {"devinterp": True, "max_mb": 512.0}
     return cfg
@@ -128,6 +131,7 @@ def _same_job(folder: Path, cfg: dict) -> bool:
     same_sampler = all(have.get("sampler", {}).get(k) == v for k, v in cfg["sampler"].items())
     return (have.get("model") == want_model and same_sampler and have["probes"]["per_domain"] == cfg["probes"]["per_domain"]
             and have["data"]["context"] == cfg["data"]["context"] and have.get("components") == cfg["components"]
+            and have["data"].get("corpus", "fixture") == cfg["data"]["corpus"]
             and (folder / "devinterp").is_dir())
 
 
