@@ -64,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--weight-decay", type=float, default=T.weight_decay)
     tr.add_argument("--grad-clip", type=float, default=T.grad_clip)
     tr.add_argument("--mix", choices=["uniform", "proportional"], default=T.mix)
+    tr.add_argument("--repeat-fraction", type=float, default=T.repeat_fraction,
+                    help="fraction of training windows replaced by a repeated half window [A, A] (induction-friendly)")
     tr.add_argument("--eval-every", type=int, default=T.eval_every)
     tr.add_argument("--eval-windows", type=int, default=T.eval_windows, help="held-out windows per domain")
     tr.add_argument("--n-checkpoints", type=int, default=T.n_checkpoints, help="log-spaced checkpoints (0 and last included)")
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
             min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=seed,
-            mix=args.mix, eval_every=args.eval_every, eval_windows=args.eval_windows,
+            mix=args.mix, repeat_fraction=args.repeat_fraction, eval_every=args.eval_every, eval_windows=args.eval_windows,
             n_checkpoints=args.n_checkpoints, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         )
         run_dir = args.out / f"seed_{seed}"

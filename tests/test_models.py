@@ -163,6 +163,15 @@ def test_training_a_few_steps_lowers_the_loss(tmp_path):
     corpus = TokenizedCorpus.from_datasets(ds, tok)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(corpus.sample_batch(4, 32, g1), corpus.sample_batch(4, 32, g2))
+    # repeated-segment windows: [A, A] for about repeat_fraction of the rows; fraction 0 changes nothing
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    plain, same = corpus.sample_batch(64, 33, g1), corpus.sample_batch(64, 33, g2, repeat_fraction=0.0)
+    assert torch.equal(plain, same)
+    rep = corpus.sample_batch(400, 33, torch.Generator().manual_seed(2), repeat_fraction=0.5)
+    is_rep = (rep[:, 17:] == rep[:, :16]).all(dim=1)  # half = 17 tokens, then its first 16 again
+    assert 0.5 - 4 * 0.025 < is_rep.float().mean() < 0.5 + 4 * 0.025  # binomial sd √(0.25/400) = 0.025
+    with pytest.raises(ValueError, match="repeat_fraction"):
+        TrainConfig(repeat_fraction=1.5)
     mcfg = AttentionOnlyConfig(vocab_size=tok.get_vocab_size(), n_ctx=32, d_model=32, n_layers=2, n_heads=2, d_head=16)
     tcfg = TrainConfig(steps=40, batch_size=16, lr=3e-3, warmup_steps=5, eval_every=20, eval_windows=8, n_checkpoints=3, seed=0)
     _, summary = train(mcfg, tcfg, corpus, tok, tmp_path / "run", progress=False)

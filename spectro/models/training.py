@@ -77,6 +77,7 @@ class TrainConfig:
     eval_windows: int = 64
     n_checkpoints: int = 12
     max_seconds: float | None = None
+    repeat_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.eval_windows < 1:
@@ -87,6 +88,8 @@ class TrainConfig:
             raise ValueError("need lr > 0, warmup_steps ≥ 0 and 0 ≤ min_lr_ratio ≤ 1")
         if self.n_checkpoints < 0:
             raise ValueError("n_checkpoints must be ≥ 0")
+        if not 0.0 <= self.repeat_fraction <= 1.0:
+            raise ValueError(f"repeat_fraction must lie in [0, 1], got {self.repeat_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,8 +156,16 @@ class TokenizedCorpus:
                 if t.numel() < n_ctx:
                     raise ValueError(f"{split} stream of domain {d!r} has {t.numel()} tokens, fewer than n_ctx={n_ctx}")
 
-    def sample_batch(self, batch_size: int, n_ctx: int, generator: torch.Generator, mix: str = "uniform") -> torch.Tensor:
-        """``[batch_size, n_ctx]`` training windows at random offsets (domains mixed by ``mix``)."""
+    def sample_batch(self, batch_size: int, n_ctx: int, generator: torch.Generator, mix: str = "uniform",
+                     repeat_fraction: float = 0.0) -> torch.Tensor:
+        """``[batch_size, n_ctx]`` training windows at random offsets (domains mixed by ``mix``).
+
+        ``repeat_fraction``: each window is, with this probability, replaced by its first
+        ⌈n_ctx/2⌉ tokens written twice ([A, A]) — repeated text, on which copying the earlier
+        occurrence (an induction head) pays off at once; a standard way to make 2-layer
+        attention-only models form induction heads within a CPU budget. 0 (default) draws no
+        extra random numbers, so batches equal those of earlier versions.
+        """
         doms = self.domains
         if mix == "uniform":
             probs = torch.full((len(doms),), 1.0 / len(doms))
@@ -167,6 +178,11 @@ class TokenizedCorpus:
             stream = self.train[doms[int(which[i])]]
             start = int(torch.randint(0, stream.numel() - n_ctx + 1, (1,), generator=generator))
             rows.append(stream[start : start + n_ctx])
+        if repeat_fraction > 0:
+            half = (n_ctx + 1) // 2
+            repeat = torch.rand(batch_size, generator=generator) < repeat_fraction
+            for i in torch.nonzero(repeat).flatten().tolist():
+                rows[i] = torch.cat([rows[i][:half], rows[i][:half]])[:n_ctx]
         return torch.stack(rows)
 
     def eval_windows(self, n_ctx: int, n_windows: int, split: str = "validation") -> dict[str, torch.Tensor]:
@@ -316,7 +332,7 @@ def train(
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        batch = corpus.sample_batch(cfg.batch_size, model_cfg.n_ctx, gen, cfg.mix)
+        batch = corpus.sample_batch(cfg.batch_size, model_cfg.n_ctx, gen, cfg.mix, cfg.repeat_fraction)
         loss = next_token_loss(model(batch), batch).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
