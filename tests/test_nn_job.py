@@ -358,3 +358,19 @@ def test_components_expand_and_full_reference_is_added(ckpt):
     assert prep.components["full"] is None and prep.components["l1"].n_free(prep.model) > prep.components["l1h0"].n_free(prep.model)
     cfg["observables"] = [{"type": "mean_loss", "domain": "prose"}]  # no φ_C: no reference run
     assert "full" not in _prepare(JobConfig.from_dict(cfg), False, lambda m: None).components
+
+
+def test_same_seed_gives_bitwise_identical_results_and_another_seed_does_not(ckpt, job, tmp_path):
+    from spectro.engine import Susceptibility
+
+    first = job[0]
+    again = run_job(base_config(ckpt), tmp_path / "again", progress=False, log=lambda m: None)
+    other_cfg = base_config(ckpt)
+    other_cfg["sampler"]["seed"] = 4
+    other = run_job(other_cfg, tmp_path / "other", progress=False, log=lambda m: None)
+    for name in ("chi_l0h1.npz", "chi_full.npz"):
+        a, b, c = (Susceptibility.load(p / name) for p in (first, again, other))
+        for key in ("chi", "stderr", "ess", "rhat"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+        assert a.meta["loss_trace"] == b.meta["loss_trace"]
+        assert not np.array_equal(a.chi, c.chi)
