@@ -35,7 +35,7 @@ train split, base and probe windows from the validation split.
 
 Output: ``OUT/chi_<component>.npz`` (spectro.susceptibility/1), ``OUT/results.json`` (settings,
 machine, timings, LLC ± se, per (component, domain) χ ± se, PCA of the per-token vectors),
-``OUT/domain_heatmap.png`` and ``OUT/traces.png``.
+``OUT/domain_chi.png`` and ``OUT/traces.png``.
 """
 
 from __future__ import annotations
@@ -132,6 +132,29 @@ def next_token_loss(out, ids: torch.Tensor) -> torch.Tensor:
     return -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
+def plot_domain_bars(names, domains, chi, se, path: Path, title: str) -> Path:
+    """Grouped bars: one group per component, one bar per domain, ±1 stderr."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spectro.analysis.plots import save_figure
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.6))
+    width = 0.8 / len(domains)
+    x = np.arange(len(names))
+    for j, d in enumerate(domains):
+        ax.bar(x + (j - (len(domains) - 1) / 2) * width, chi[:, j], width, yerr=se[:, j], capsize=2, label=d)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("χ = −Cov_C(L̄, L(domain) − L̄)")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.legend(fontsize=8, ncols=len(domains))
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/smollm2"))
@@ -153,11 +176,22 @@ def main(argv=None) -> int:
     ap.add_argument("--n-batches", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--plot-only", action="store_true", help="redraw OUT/domain_chi.png from OUT/results.json")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        rec = json.loads((args.out / "results.json").read_text())
+        names, doms = list(rec["components"]), rec["domains"]
+        cell = lambda n, d, k: rec["components"][n]["domain_chi"][d][k]  # noqa: E731
+        st = rec["settings"]
+        path = plot_domain_bars(names, doms, np.array([[cell(n, d, "mean") for d in doms] for n in names]),
+                                np.array([[cell(n, d, "stderr") for d in doms] for n in names]), args.out / "domain_chi.png",
+                                title=f"SmolLM2-135M: dataset χ per (component, domain), ±1 stderr "
+                                      f"({st['chains']} chains × {st['draws']} draws)")
+        print(f"wrote {path}")
+        return 0
 
     from tqdm.auto import tqdm
 
-    from spectro.analysis.plots import plot_domain_heatmap
     from spectro.analysis.susceptibility_vectors import pca
     from spectro.analysis.traces import plot_traces
     from spectro.data import load_corpus
@@ -222,12 +256,8 @@ def main(argv=None) -> int:
     p = pca(chi, names=names)
     dchi = np.array([[rows[n]["domain_chi"][d]["mean"] for d in domains] for n in names])
     dse = np.array([[rows[n]["domain_chi"][d]["stderr"] for d in domains] for n in names])
-    scale = dchi.mean(axis=1, keepdims=True)
-    rel = dchi / scale
-    rel_se = dse / np.abs(scale)  # ignores the error of the scale (a visual guide only)
-    heat = plot_domain_heatmap({"components": names, "domains": domains, "dataset_chi": dchi, "dataset_stderr": dse,
-                                "relative": rel, "profile_z": (rel - rel.mean(axis=0, keepdims=True)) / rel_se},
-                               args.out / "domain_heatmap.png", title="SmolLM2-135M: χ(component, domain) ± stderr")
+    heat = plot_domain_bars(names, domains, dchi, dse, args.out / "domain_chi.png",
+                            title=f"SmolLM2-135M: dataset χ per (component, domain), ±1 stderr ({args.chains} chains × {args.draws} draws)")
     plot_traces(results, args.out / "traces.png", domains=domains, title="SmolLM2-135M restricted posteriors")
     record = {
         "command": "python experiments/smollm2_susceptibilities.py " + " ".join(sys.argv[1:] if argv is None else argv),
