@@ -892,7 +892,7 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     """
     import torch
 
-    from ..engine.distributed import chain_block, current_world
+    from ..engine.distributed import any_rank, chain_block, current_world
     from .resume import JobState
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -909,10 +909,22 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        prep = _prepare(cfg, progress, log)
-        if cfg.export.devinterp:
-            _check_export_size(prep)
-        world = world or current_world(prep.sampler.device)
+        device = cfg.sampler_config().device
+        world = world or current_world(device)
+        # process 0 prepares first (it may train and cache a builtin model); the others follow
+        # once it succeeded, so they never race on the cache and never wait on a failed rank 0
+        prep, failure = None, None
+        if world.is_main:
+            try:
+                prep = _prepare(cfg, progress, log)
+                if cfg.export.devinterp:
+                    _check_export_size(prep)
+            except ConfigError as e:
+                failure = e
+        if any_rank(failure is not None, world, _rank_device(device, world)):
+            raise failure if failure is not None else ConfigError("the job could not be prepared (process 0 says why)")
+        if prep is None:
+            prep = _prepare(cfg, False, lambda msg: None)
         try:
             chain_block(prep.sampler.chains, world)
         except ValueError as e:
@@ -963,6 +975,13 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     return out
 
 
+def _rank_device(device: str, world) -> str:
+    """One GPU per process under torchrun: "cuda" → "cuda:LOCAL_RANK"; anything else unchanged."""
+    if world.size > 1 and device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', world.rank))}"
+    return device
+
+
 def _swap_into_place(tmp: Path, folder: Path) -> None:
     old = None
     if folder.exists():
@@ -1001,9 +1020,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     cfg, s = prep.cfg, prep.sampler
     main = world.is_main
     start, stop = chain_block(s.chains, world)
-    dev = s.device
-    if world.size > 1 and dev == "cuda":  # one GPU per process (torchrun's LOCAL_RANK)
-        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', world.rank))}"
+    dev = _rank_device(s.device, world)
     local_s = replace(s, chains=stop - start, chain_offset=s.chain_offset + start, device=dev)  # this process's chains
     versions = _versions()
     n_pos = prep.context - 1
