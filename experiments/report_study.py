@@ -25,6 +25,23 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def spearman_p(a, b) -> float:
+    """Exact two-sided permutation p-value of Spearman's ρ (all n! orderings; n ≤ 9)."""
+    import itertools
+
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) > 9:
+        raise ValueError("exact permutation p only for n <= 9")
+    rho = abs(spearman(a, b))
+    rb = np.argsort(np.argsort(b)).astype(float)
+    ra = np.argsort(np.argsort(a)).astype(float)
+    hits = total = 0
+    for perm in itertools.permutations(range(len(a))):
+        total += 1
+        hits += abs(np.corrcoef(ra, rb[list(perm)])[0, 1]) >= rho - 1e-12
+    return hits / total
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", type=Path)
@@ -71,7 +88,8 @@ def main(argv=None) -> int:
               f"{', '.join(strong) or 'none'} |")
     print()
 
-    print("Previous-token heads vs layer-0 PC loadings (Spearman ρ over the 8 heads; PC signs are arbitrary, so |ρ| matters):")
+    print("Previous-token heads vs layer-0 PC loadings (Spearman ρ over the 8 heads, exact permutation p of |ρ|; "
+          "PC signs are arbitrary, so |ρ| matters):")
     print()
     print("| run | ρ(prev, χ PC2) | ρ(prev, offset PC2) | ρ(prev, cov-part PC1) | ρ(prev, cov-part PC2) |")
     print("|---|---|---|---|---|")
@@ -80,7 +98,10 @@ def main(argv=None) -> int:
         p = run["pca"]
         cells = [spearman(prev, p["chi"]["layer0"]["loadings"][1]), spearman(prev, p["offset"]["layer0"]["loadings"][1]),
                  spearman(prev, p["cov_part"]["layer0"]["loadings"][0]), spearman(prev, p["cov_part"]["layer0"]["loadings"][1])]
-        print(f"| {label} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
+        loads = [p["chi"]["layer0"]["loadings"][1], p["offset"]["layer0"]["loadings"][1],
+                 p["cov_part"]["layer0"]["loadings"][0], p["cov_part"]["layer0"]["loadings"][1]]
+        pvals = [spearman_p(prev, x) for x in loads]
+        print(f"| {label} | " + " | ".join(f"{c:+.2f} (p {q:.3f})" for c, q in zip(cells, pvals)) + " |")
     print()
 
     print("Dataset χ per domain (χ of the dL:D field), mean ± sd over the heads of each layer:")
