@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--mix", choices=["uniform", "proportional"], default=T.mix)
     tr.add_argument("--repeat-fraction", type=float, default=T.repeat_fraction,
                     help="fraction of training windows replaced by a repeated half window [A, A] (induction-friendly)")
+    tr.add_argument("--init-from", type=Path, default=None,
+                    help="start from this checkpoint's weights (same model config and tokenizer; fresh optimizer)")
     tr.add_argument("--eval-every", type=int, default=T.eval_every)
     tr.add_argument("--eval-windows", type=int, default=T.eval_windows, help="held-out windows per domain")
     tr.add_argument("--n-checkpoints", type=int, default=T.n_checkpoints, help="log-spaced checkpoints (0 and last included)")
@@ -122,14 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
             min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip, seed=seed,
-            mix=args.mix, repeat_fraction=args.repeat_fraction, eval_every=args.eval_every, eval_windows=args.eval_windows,
+            mix=args.mix, repeat_fraction=args.repeat_fraction,
+            init_from=None if args.init_from is None else str(args.init_from), eval_every=args.eval_every, eval_windows=args.eval_windows,
             n_checkpoints=args.n_checkpoints, max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         )
         run_dir = args.out / f"seed_{seed}"
-        model, summary = train(
-            model_cfg, cfg, corpus, tokenizer, run_dir, progress=not args.no_progress,
-            metadata={"corpus": str(corpus_dir), "corpus_config": manifest["config"], "command": sys.argv},
-        )
+        try:
+            model, summary = train(
+                model_cfg, cfg, corpus, tokenizer, run_dir, progress=not args.no_progress,
+                metadata={"corpus": str(corpus_dir), "corpus_config": manifest["config"], "command": sys.argv},
+            )
+        except ValueError as e:  # CheckpointError, TokenizerMismatchError, bad --init-from
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         seq_len = min(50, (args.n_ctx - 1) // 2)
         ind = {
             "trained": induction_report(model, model_cfg.vocab_size, seq_len=seq_len, seed=seed).to_dict(),

@@ -183,6 +183,16 @@ def test_training_a_few_steps_lowers_the_loss(tmp_path):
     assert ckpts[0] == "step_000000" and ckpts[-1] == "step_000040"
     m, _, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "step_000040")
     assert meta["metadata"]["step"] == 40 and m.cfg == mcfg
+    # continued training: the new run's step-0 checkpoint is the source checkpoint, bit for bit
+    src = tmp_path / "run" / "checkpoints" / "step_000040"
+    cont = TrainConfig(steps=2, batch_size=4, eval_windows=2, n_checkpoints=2, init_from=str(src))
+    train(mcfg, cont, corpus, tok, tmp_path / "cont", progress=False)
+    m0, _, meta0 = load_checkpoint(tmp_path / "cont" / "checkpoints" / "step_000000")
+    assert all(torch.equal(a, b) for a, b in zip(m0.parameters(), m.parameters()))
+    assert meta0["metadata"]["train"]["init_from"] == str(src)
+    other = AttentionOnlyConfig(vocab_size=tok.get_vocab_size(), n_ctx=32, d_model=32, n_layers=2, n_heads=4, d_head=8)
+    with pytest.raises(ValueError, match="model config"):
+        train(other, cont, corpus, tok, tmp_path / "bad", progress=False)
 
 
 # ---------------------------------------------------------------------------- induction detector

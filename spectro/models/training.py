@@ -78,6 +78,7 @@ class TrainConfig:
     n_checkpoints: int = 12
     max_seconds: float | None = None
     repeat_fraction: float = 0.0
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.eval_windows < 1:
@@ -252,6 +253,26 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _load_initial_weights(model: AttentionOnlyTransformer, folder: str | os.PathLike, tokenizer: Any) -> None:
+    """Copy the weights of checkpoint ``folder`` into ``model`` (continued training).
+
+    The checkpoint must have the same model config and the same tokenizer (by fingerprint) as
+    this run; anything else is a :class:`ValueError` naming the difference. The optimizer
+    starts fresh (AdamW moments are not saved in checkpoints).
+    """
+    from ..data.tokenizer import check_tokenizer
+    from .attention_only import load_checkpoint
+
+    start, _, meta = load_checkpoint(folder)
+    if start.cfg != model.cfg:
+        raise ValueError(f"init_from {folder}: its model config {start.cfg} differs from this run's {model.cfg}")
+    if meta.get("tokenizer"):
+        check_tokenizer(tokenizer, meta["tokenizer"], what=f"checkpoint {folder}")
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), start.parameters()):
+            p.copy_(q)
+
+
 def train(
     model_cfg: AttentionOnlyConfig,
     cfg: TrainConfig,
@@ -280,6 +301,8 @@ def train(
     corpus.check_fits(model_cfg.n_ctx)
 
     model = AttentionOnlyTransformer(model_cfg, seed=cfg.seed)
+    if cfg.init_from is not None:
+        _load_initial_weights(model, cfg.init_from, tokenizer)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     gen = torch.Generator().manual_seed(1_000_003 * cfg.seed + 17)
     val_windows = corpus.eval_windows(model_cfg.n_ctx, cfg.eval_windows, "validation")
