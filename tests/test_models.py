@@ -163,13 +163,24 @@ def test_training_a_few_steps_lowers_the_loss(tmp_path):
     corpus = TokenizedCorpus.from_datasets(ds, tok)
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     assert torch.equal(corpus.sample_batch(4, 32, g1), corpus.sample_batch(4, 32, g2))
-    # repeated-segment windows: [A, A] for about repeat_fraction of the rows; fraction 0 changes nothing
+    # repeated-segment windows for about repeat_fraction of the rows, at varying periods and starts;
+    # fraction 0 changes nothing
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     plain, same = corpus.sample_batch(64, 33, g1), corpus.sample_batch(64, 33, g2, repeat_fraction=0.0)
     assert torch.equal(plain, same)
     rep = corpus.sample_batch(400, 33, torch.Generator().manual_seed(2), repeat_fraction=0.5)
-    is_rep = (rep[:, 17:] == rep[:, :16]).all(dim=1)  # half = 17 tokens, then its first 16 again
+
+    def repeat_spans(row):  # (start, period) of every repeated segment of length ≥ 8 (P ∈ [8, 16])
+        return [(s0, p) for p in range(8, 17) for s0 in range(0, 33 - 2 * p + 1)
+                if torch.equal(row[s0 : s0 + p], row[s0 + p : s0 + 2 * p])]
+
+    spans = [repeat_spans(r) for r in rep]
+    is_rep = torch.tensor([bool(s) for s in spans])
+    # natural text almost never repeats 8+ tokens in a row, so "has a span" ≈ "was rewritten"
     assert 0.5 - 4 * 0.025 < is_rep.float().mean() < 0.5 + 4 * 0.025  # binomial sd √(0.25/400) = 0.025
+    periods = {s[0][1] for s in spans if s}
+    starts = {s[0][0] for s in spans if s}
+    assert len(periods) >= 5 and len(starts) >= 5  # not one fixed offset: a positional head cannot solve it
     with pytest.raises(ValueError, match="repeat_fraction"):
         TrainConfig(repeat_fraction=1.5)
     mcfg = AttentionOnlyConfig(vocab_size=tok.get_vocab_size(), n_ctx=32, d_model=32, n_layers=2, n_heads=2, d_head=16)

@@ -116,6 +116,9 @@ def checkpoint_steps(steps: int, n: int) -> list[int]:
     return sorted(p for p in pts if 0 <= p <= steps)
 
 
+MIN_REPEAT_PERIOD = 8  # shortest repeated segment of sample_batch(repeat_fraction > 0)
+
+
 @dataclass
 class TokenizedCorpus:
     """Per-domain token streams: ``train[domain]`` and ``validation[domain]`` are 1-D int64 tensors."""
@@ -161,11 +164,16 @@ class TokenizedCorpus:
                      repeat_fraction: float = 0.0) -> torch.Tensor:
         """``[batch_size, n_ctx]`` training windows at random offsets (domains mixed by ``mix``).
 
-        ``repeat_fraction``: each window is, with this probability, replaced by its first
-        ⌈n_ctx/2⌉ tokens written twice ([A, A]) — repeated text, on which copying the earlier
-        occurrence (an induction head) pays off at once; a standard way to make 2-layer
-        attention-only models form induction heads within a CPU budget. 0 (default) draws no
-        extra random numbers, so batches equal those of earlier versions.
+        ``repeat_fraction``: each window is, with this probability, rewritten to contain a
+        repeated segment: a period P is drawn uniformly from [``MIN_REPEAT_PERIOD``, ⌊n_ctx/2⌋]
+        and a start s from [0, n_ctx − 2P]; the window becomes x[:s+P] + x[s:s+P] + x[s+P:]
+        (cut to n_ctx), so tokens s..s+P−1 occur again at s+P..s+2P−1. On repeated text copying
+        the earlier occurrence (an induction head) pays off at once — a standard way to make
+        2-layer attention-only models form induction heads within a CPU budget. P and s vary
+        on purpose: with a fixed offset (e.g. always [A, A] with |A| = n_ctx/2) a single
+        *positional* head "attend to i − P + 1" solves the task and no induction head is
+        needed. 0 (default) draws no extra random numbers, so batches equal those of earlier
+        versions.
         """
         doms = self.domains
         if mix == "uniform":
@@ -180,10 +188,16 @@ class TokenizedCorpus:
             start = int(torch.randint(0, stream.numel() - n_ctx + 1, (1,), generator=generator))
             rows.append(stream[start : start + n_ctx])
         if repeat_fraction > 0:
-            half = (n_ctx + 1) // 2
+            max_period = n_ctx // 2
+            min_period = min(MIN_REPEAT_PERIOD, max_period)
+            if max_period < 1:
+                raise ValueError(f"repeat_fraction > 0 needs n_ctx >= 2, got n_ctx={n_ctx}")
             repeat = torch.rand(batch_size, generator=generator) < repeat_fraction
             for i in torch.nonzero(repeat).flatten().tolist():
-                rows[i] = torch.cat([rows[i][:half], rows[i][:half]])[:n_ctx]
+                period = int(torch.randint(min_period, max_period + 1, (1,), generator=generator))
+                s0 = int(torch.randint(0, n_ctx - 2 * period + 1, (1,), generator=generator))
+                x = rows[i]
+                rows[i] = torch.cat([x[: s0 + period], x[s0 : s0 + period], x[s0 + period :]])[:n_ctx]
         return torch.stack(rows)
 
     def eval_windows(self, n_ctx: int, n_windows: int, split: str = "validation") -> dict[str, torch.Tensor]:
