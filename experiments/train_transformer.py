@@ -21,6 +21,7 @@ Every file is written atomically; re-running with the same arguments reproduces 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -154,8 +155,22 @@ def main(argv: list[str] | None = None) -> int:
             + f"; best induction head l{top['layer']}h{top['head']} score {top['score']:.3f}"
             f" (initial model max {max(max(r) for r in ind['initial']['induction']):.3f})"
         )
-    write_json(args.out / "summary.json", {"tokenizer": fingerprint(tokenizer).to_dict(), "model": model_cfg.to_dict(), "runs": results})
+    overall = {"tokenizer": fingerprint(tokenizer).to_dict(), "model": model_cfg.to_dict(), "runs": results}
+    write_json(args.out / "summary.json", _merged_with_earlier_seeds(args.out / "summary.json", overall))
     return 0
+
+
+def _merged_with_earlier_seeds(path: Path, overall: dict) -> dict:
+    """Keep the other seeds of an earlier ``OUT/summary.json`` (same tokenizer and model config), so
+    ``--seeds 0`` then ``--seeds 1 2`` into one OUT gives the same file as ``--seeds 0 1 2``."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return overall
+    if earlier.get("tokenizer") != overall["tokenizer"] or earlier.get("model") != overall["model"]:
+        return overall
+    runs = {**earlier.get("runs", {}), **overall["runs"]}
+    return {**overall, "runs": dict(sorted(runs.items(), key=lambda kv: int(kv[0].split("_")[-1])))}
 
 
 if __name__ == "__main__":

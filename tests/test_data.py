@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,16 @@ def test_hub_path_with_a_stand_in_stream(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     with pytest.raises(CorpusError, match="no field 'text'"):
         build_corpus_from_hub(tmp_path / "hub2", "org/data")
+
+
+def test_train_script_summary_keeps_earlier_seeds(tmp_path):
+    tt = _script("train_transformer")
+    path = tmp_path / "summary.json"
+    tok, model = {"vocab_size": 10, "sha256": "a"}, {"d_model": 8}
+    path.write_text(json.dumps({"tokenizer": tok, "model": model, "runs": {"seed_0": {"x": 0}, "seed_10": {"x": 10}}}))
+    new = {"tokenizer": tok, "model": model, "runs": {"seed_2": {"x": 2}, "seed_0": {"x": -1}}}
+    merged = tt._merged_with_earlier_seeds(path, new)
+    assert list(merged["runs"]) == ["seed_0", "seed_2", "seed_10"] and merged["runs"]["seed_0"] == {"x": -1}
+    other = {**new, "tokenizer": {"vocab_size": 10, "sha256": "b"}}  # another tokenizer: earlier seeds dropped
+    assert tt._merged_with_earlier_seeds(path, other) == other
+    assert tt._merged_with_earlier_seeds(tmp_path / "missing.json", new) == new
