@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             for pair, e in results["stability"]["pairs"].items():
                 print(f"  stability {pair}: r(χ) median {e['r_chi_per_component_median']:.4f}, r(cov part) "
                       f"{e.get('r_cov_part_per_component_median', float('nan')):.3f}, r(dataset χ) {e['r_dataset_chi']:.4f}, "
-                      f"r(relative profile) {e['r_relative_profile']:.3f}", flush=True)
+                      f"r(relative profile) {e['r_relative_profile']:.3f}, r(profile shape) {e['r_profile_shape']:.3f}", flush=True)
         except ValueError as e:
             results["stability"] = {"error": str(e)}
     results["seconds"] = time.perf_counter() - t_start

@@ -331,6 +331,12 @@ def test_compare_runs(job, tmp_path):
     pair = st["pairs"]["a vs b"]
     assert pair["r_chi_per_component_median"] > 0.9  # same token loadings, other amplitude
     assert set(st["per_run"]) == {"a", "b"}
+    from spectro.analysis.susceptibility_vectors import _r_relative_profile
+
+    same_sign = np.array([[1.0, 2.0, 3.0], [2.0, 2.5, 1.0]])
+    assert _r_relative_profile(same_sign, same_sign * 3) == pytest.approx(1.0)  # scale-free
+    cancelling = np.array([[1.0, -1.05, 0.1], [2.0, 2.5, 1.0]])  # first component's mean ≈ 0
+    assert np.isnan(_r_relative_profile(cancelling, same_sign))
     with pytest.raises(ValueError, match="at least two"):
         compare_runs({"a": t})
     t3 = t.select(np.arange(t.n_tokens - 1))

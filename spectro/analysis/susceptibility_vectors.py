@@ -761,13 +761,33 @@ def compare_subsets(table: TokenTable, names: Sequence[str] | None = None, *, wh
 
 
 # ============================================================================ runs
+RELATIVE_PROFILE_MIN_MEAN = 0.2  # |mean over subsets| / rms below this: χ / mean is ill-conditioned
+
+
+def _r_relative_profile(da: np.ndarray, db: np.ndarray) -> float:
+    """Pearson r of the per-component profiles χ[k, d] / mean_d χ[k, d] of two runs.
+
+    Only defined when every component's χ keeps one sign-dominated mean: when
+    |mean_d χ| < ``RELATIVE_PROFILE_MIN_MEAN`` · rms_d χ for some component (subsets of opposite
+    sign that nearly cancel), dividing by the mean amplifies noise without bound and NaN is
+    returned; ``r_profile_shape`` (profiles scaled to unit norm) is the sign-safe comparison.
+    """
+    for d in (da, db):
+        mean, rms = np.abs(d.mean(axis=1)), np.sqrt((d**2).mean(axis=1))
+        if np.any(mean < RELATIVE_PROFILE_MIN_MEAN * rms):
+            return float("nan")
+    ra, rb = da / da.mean(axis=1, keepdims=True), db / db.mean(axis=1, keepdims=True)
+    return float(np.corrcoef(ra.ravel(), rb.ravel())[0, 1])
+
+
 def compare_runs(tables: Mapping[str, TokenTable], names: Sequence[str] | None = None) -> dict:
     """Stability of per-token χ, PCA and dataset χ across runs on the same probe tokens.
 
     Per pair of runs: median over components of the Pearson r of per-token χ (and of the
     covariance part when available), |cosine| between matched per-layer PC1 and PC2 loadings (χ and
-    covariance part) and |r| between their per-token PC1 scores, Pearson r of the [K, D] dataset-χ matrices and of the per-component relative
-    profiles, and a stderr calibration: the mean over tokens and components of
+    covariance part) and |r| between their per-token PC1 scores, Pearson r of the [K, D] dataset-χ matrices, of the per-component relative
+    profiles χ/mean (NaN when a component's subsets cancel, see :func:`_r_relative_profile`) and of the
+    unit-norm profiles χ/‖χ‖ (``r_profile_shape``), and a stderr calibration: the mean over tokens and components of
     (x_a − x_b)² / (se_a² + se_b²), ≈ 1 when the stderrs describe the run-to-run spread (only
     meaningful for runs of the same checkpoint; > 1: the stderrs are too small or the runs differ).
     Per run: the per-layer PC1 fractions (χ and covariance part).
@@ -826,8 +846,9 @@ def compare_runs(tables: Mapping[str, TokenTable], names: Sequence[str] | None =
             cols_a, cols_b = ta.columns(names), tb.columns(names)
             da, db = ta.subset_chi[cols_a], tb.subset_chi[cols_b]
             entry["r_dataset_chi"] = float(np.corrcoef(da.ravel(), db.ravel())[0, 1])
-            ra, rb = da / da.mean(axis=1, keepdims=True), db / db.mean(axis=1, keepdims=True)
-            entry["r_relative_profile"] = float(np.corrcoef(ra.ravel(), rb.ravel())[0, 1])
+            entry["r_relative_profile"] = _r_relative_profile(da, db)
+            ua, ub = da / np.linalg.norm(da, axis=1, keepdims=True), db / np.linalg.norm(db, axis=1, keepdims=True)
+            entry["r_profile_shape"] = float(np.corrcoef(ua.ravel(), ub.ravel())[0, 1])
             pairs[f"{labels[a]} vs {labels[b]}"] = entry
     return {"runs": labels, "per_run": per_run, "pairs": pairs}
 
