@@ -1,4 +1,4 @@
-"""Markdown tables from a susceptibility study's results.json (for docs/results_trained.md).
+"""Markdown tables from a susceptibility study's results.json (for docs/results.md).
 
     python experiments/report_study.py runs/study-trained/results.json [--training runs/transformer]
 
