@@ -355,3 +355,26 @@ def test_analyse_job_and_figures(job, tmp_path):
     paths = write_figures(rep, table, pcas, tmp_path / "figs", prefix="syn", title="synthetic")
     assert len(paths) == 4 and all(p.stat().st_size > 1000 for p in paths)
     assert not list((tmp_path / "figs").glob(".*"))  # atomic writes leave no temporaries
+
+
+def test_domain_heatmap_switches_to_profile_shape_when_domains_cancel(tmp_path, monkeypatch):
+    import spectro.analysis.plots as plots
+
+    titles = []
+    real_save = plots.save_figure
+
+    def capture(fig, path, **kw):
+        titles.append(fig.axes[1].get_title())  # fig.axes: left map, right map, then the two colorbars
+        return real_save(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    doms = ["prose", "legal", "math", "code"]
+    for chi, expect in ((np.array([[-0.004, 0.003, 0.0035, -0.0002], [-0.001, 0.0008, 0.0007, 0.0]]), "profile shape"),
+                        (np.array([[0.004, 0.003, 0.0035, 0.002], [0.001, 0.0008, 0.0007, 0.0009]]), "relative profile")):
+        subsets = {"components": ["l0h0", "l1h0"], "domains": doms, "dataset_chi": chi,
+                   "dataset_stderr": np.full_like(chi, 4e-4), "relative": chi / chi.mean(axis=1, keepdims=True),
+                   "profile_z": np.zeros_like(chi)}
+        titles.clear()
+        path = plots.plot_domain_heatmap(subsets, tmp_path / f"{expect}.png")
+        assert path.stat().st_size > 1000
+        assert any(t.startswith(expect) for t in titles), titles

@@ -82,7 +82,8 @@ def plot_pca_scatter(table: TokenTable, reports: Mapping[str, Mapping[str, Any]]
 
 def plot_domain_heatmap(subsets: Mapping[str, Any], path: str | Path, *, title: str = "", dpi: int = 110) -> Path:
     """Heat maps from :func:`compare_subsets`: dataset χ (cell text ``χ ± se``) and the relative
-    profile χ / mean over domains (cell text ``ratio`` and its profile z-score)."""
+    profile χ / mean over domains (cell text ``ratio`` and its profile z-score) — or, when some
+    component's domains nearly cancel (|mean| < 0.2·rms), the unit-norm profile χ / ‖χ‖."""
     comps, doms = subsets["components"], subsets["domains"]
     chi = np.asarray(subsets["dataset_chi"])
     se = np.asarray(subsets["dataset_stderr"])
@@ -96,13 +97,25 @@ def plot_domain_heatmap(subsets: Mapping[str, Any], path: str | Path, *, title: 
             axes[0].text(j, i, f"{chi[i, j]:+.4f}\n±{se[i, j]:.4f}", ha="center", va="center", fontsize=6.5)
     axes[0].set_title(f"dataset χ[{subsets.get('which', 'chi')}] per (component, domain) ± stderr", fontsize=9)
     fig.colorbar(im, ax=axes[0], shrink=0.8)
-    dev = rel - rel.mean(axis=0, keepdims=True)
+    from spectro.analysis.susceptibility_vectors import RELATIVE_PROFILE_MIN_MEAN
+
+    rms = np.sqrt((chi**2).mean(axis=1))
+    if np.any(np.abs(chi.mean(axis=1)) < RELATIVE_PROFILE_MIN_MEAN * rms):
+        # domains of opposite sign nearly cancel: χ/mean blows up, so show the unit-norm profile
+        shape = chi / np.linalg.norm(chi, axis=1, keepdims=True)
+        dev = shape - shape.mean(axis=0, keepdims=True)
+        cells = [[f"{shape[i, j]:+.3f}" for j in range(len(doms))] for i in range(len(comps))]
+        right_title = "profile shape χ/‖χ‖_D (χ/mean_D is ill-conditioned here; colour: minus the mean over components)"
+    else:
+        dev = rel - rel.mean(axis=0, keepdims=True)
+        cells = [[f"{rel[i, j]:.3f}\nz={pz[i, j]:+.1f}" for j in range(len(doms))] for i in range(len(comps))]
+        right_title = "relative profile χ/mean_D χ (colour: minus the mean over components)"
     lim2 = np.nanmax(np.abs(dev)) or 1.0
     im2 = axes[1].imshow(dev, cmap="PuOr", vmin=-lim2, vmax=lim2, aspect="auto")
     for i in range(len(comps)):
         for j in range(len(doms)):
-            axes[1].text(j, i, f"{rel[i, j]:.3f}\nz={pz[i, j]:+.1f}", ha="center", va="center", fontsize=6.5)
-    axes[1].set_title("relative profile χ/mean_D χ (colour: minus the mean over components)", fontsize=9)
+            axes[1].text(j, i, cells[i][j], ha="center", va="center", fontsize=6.5)
+    axes[1].set_title(right_title, fontsize=8)
     fig.colorbar(im2, ax=axes[1], shrink=0.8)
     for ax in axes:
         ax.set_xticks(range(len(doms)), doms, fontsize=8)
