@@ -12,7 +12,7 @@ it reports
 * the attention-based detector of :mod:`spectro.models.induction` (repeated random sequences of
   ``--seq-len`` distinct tokens): the best induction score and head, the best previous-token score;
 * the **copying gain** on the same sequences: mean next-token loss on the first copy minus the
-  second copy (nats). A model that copies from context predicts the second copy far better
+  second copy (nats), ± its standard error over sequences. A model that copies from context predicts the second copy far better
   (gain → the loss of the first copy); no in-context copying gives gain ≈ 0.
 
 Writes ``OUT/induction_progress.json`` and ``OUT/induction_progress.png`` (scores and gain against
@@ -40,18 +40,17 @@ def checkpoint_folders(run: Path) -> list[Path]:
 
 
 @torch.no_grad()
-def copying_gain(model, vocab_size: int, seq_len: int, n_seqs: int, seed: int) -> tuple[float, float]:
-    """(loss on the first copy, loss on the second copy) of repeated random sequences, in nats."""
-    tokens = repeated_random_tokens(n_seqs, seq_len, vocab_size, seed=seed)
+def copying_gain(model, vocab_size: int, seq_len: int, n_seqs: int, seed: int) -> tuple[float, float, float]:
+    """(loss on the first copy, loss on the second copy, standard error of their difference) in nats,
+    on the detector's sequences (``induction_report``'s tokens: ids ≥ 1, distinct within a copy).
+
+    The stderr is over sequences: std of the per-sequence differences / √n_seqs."""
+    tokens = repeated_random_tokens(n_seqs, seq_len, vocab_size, low=1, seed=seed)
     loss = next_token_loss(model(tokens), tokens)  # [B, 2T-1]: position t predicts token t+1
-    first = loss[:, : seq_len - 1].mean().item()
-    second = loss[:, seq_len:].mean().item()
-    return first, second
-
-
-def uniform_score(seq_len: int) -> float:
-    """Score of a head attending uniformly to the causal past: mean over second-copy queries i of 1/(i+1)."""
-    return float(sum(1.0 / (i + 1) for i in range(seq_len, 2 * seq_len)) / seq_len)
+    first, second = loss[:, : seq_len - 1].mean(dim=1), loss[:, seq_len:].mean(dim=1)
+    diff = first - second
+    se = float(diff.std(unbiased=True) / n_seqs**0.5) if n_seqs > 1 else float("nan")
+    return first.mean().item(), second.mean().item(), se
 
 
 def progress(runs: list[Path], seq_len: int, n_seqs: int, seed: int) -> list[dict]:
@@ -67,17 +66,18 @@ def progress(runs: list[Path], seq_len: int, n_seqs: int, seed: int) -> list[dic
             rep = induction_report(model, model.cfg.vocab_size, seq_len=seq_len, n_seqs=n_seqs, seed=seed)
             ind, prev = rep.induction, rep.previous_token
             flat = int(ind.argmax())
-            first, second = copying_gain(model, model.cfg.vocab_size, seq_len, n_seqs, seed)
+            first, second, gain_se = copying_gain(model, model.cfg.vocab_size, seq_len, n_seqs, seed)
             rows.append({
                 "run": str(run), "step": step, "cumulative_step": offset + step,
                 "max_induction": float(ind.max()), "induction_head": f"l{flat // ind.shape[1]}h{flat % ind.shape[1]}",
-                "max_previous_token": float(prev.max()), "uniform": uniform_score(seq_len),
+                "max_previous_token": float(prev.max()), "uniform": rep.uniform_baseline,
                 "loss_first_copy": first, "loss_second_copy": second, "copying_gain": first - second,
+                "copying_gain_stderr": gain_se,
             })
             last = step
             print(f"{run.name} step {step:6d} (cum. {offset + step:6d}): induction {ind.max():.4f} "
                   f"({rows[-1]['induction_head']}), previous-token {prev.max():.3f}, "
-                  f"copying gain {first - second:+.3f} nats", flush=True)
+                  f"copying gain {first - second:+.3f} ± {gain_se:.3f} nats", flush=True)
         offset += last
     return rows
 
@@ -95,7 +95,8 @@ def plot(rows: list[dict], path: Path) -> None:
     a.plot(steps, [r["max_induction"] for r in rows], "o-", label="max induction score")
     a.plot(steps, [r["max_previous_token"] for r in rows], "s-", label="max previous-token score")
     a.axhline(rows[0]["uniform"], ls="--", c="grey", label="uniform causal attention")
-    b.plot(steps, [r["copying_gain"] for r in rows], "o-", c="C2")
+    b.errorbar(steps, [r["copying_gain"] for r in rows], yerr=[r["copying_gain_stderr"] for r in rows],
+               fmt="o-", c="C2", capsize=2)
     b.axhline(0, ls="--", c="grey")
     for ax in (a, b):
         ax.set_xscale("log")

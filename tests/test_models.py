@@ -259,6 +259,13 @@ def test_induction_scores_on_synthetic_patterns_and_random_model():
     scores = induction_scores_from_patterns(pats, T)
     assert scores[0, 1] == 1.0
     assert scores[0, 0] == pytest.approx(float(torch.mean(1.0 / (q + 1).float())))
+    from spectro.models.induction import InductionReport
+
+    for prefix in (0, 1):  # the report's baseline = the score a uniform-attention head actually gets
+        Sp = prefix + S
+        uni = (torch.tril(torch.ones(Sp, Sp)) / torch.arange(1, Sp + 1).unsqueeze(1)).reshape(1, 1, 1, Sp, Sp)
+        rep = InductionReport(induction=scores, previous_token=scores, seq_len=T, n_seqs=1, prefix=prefix)
+        assert rep.uniform_baseline == pytest.approx(float(induction_scores_from_patterns(uni, T, prefix)[0, 0]))
     seqs = repeated_random_tokens(4, T, 50, low=1, prefix_token=0, seed=3)
     assert seqs.shape == (4, 1 + 2 * T) and torch.equal(seqs[:, 1 : T + 1], seqs[:, T + 1 :])
     assert all(len(set(r[1 : T + 1].tolist())) == T for r in seqs)

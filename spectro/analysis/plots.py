@@ -97,10 +97,9 @@ def plot_domain_heatmap(subsets: Mapping[str, Any], path: str | Path, *, title: 
             axes[0].text(j, i, f"{chi[i, j]:+.4f}\n±{se[i, j]:.4f}", ha="center", va="center", fontsize=6.5)
     axes[0].set_title(f"dataset χ[{subsets.get('which', 'chi')}] per (component, domain) ± stderr", fontsize=9)
     fig.colorbar(im, ax=axes[0], shrink=0.8)
-    from spectro.analysis.susceptibility_vectors import RELATIVE_PROFILE_MIN_MEAN
+    from spectro.analysis.susceptibility_vectors import relative_profile_ill_conditioned
 
-    rms = np.sqrt((chi**2).mean(axis=1))
-    if np.any(np.abs(chi.mean(axis=1)) < RELATIVE_PROFILE_MIN_MEAN * rms):
+    if relative_profile_ill_conditioned(chi):
         # domains of opposite sign nearly cancel: χ/mean blows up, so show the unit-norm profile
         shape = chi / np.linalg.norm(chi, axis=1, keepdims=True)
         dev = shape - shape.mean(axis=0, keepdims=True)

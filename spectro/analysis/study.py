@@ -55,10 +55,9 @@ def detector_scores(folder: str | Path, *, n_seqs: int = 64, seed: int = 0) -> d
     model, _, _ = load_checkpoint(ckpt)
     T = min(50, model.cfg.n_ctx // 2)
     rep = induction_report(model, model.cfg.vocab_size, seq_len=T, n_seqs=n_seqs, seed=seed)
-    q = np.arange(T, 2 * T)
     return {"checkpoint": str(ckpt), "seq_len": T, "n_seqs": n_seqs,
             "induction": rep.induction.numpy().astype(float), "previous_token": rep.previous_token.numpy().astype(float),
-            "uniform_baseline": float(np.mean(1.0 / (q + 1)))}
+            "uniform_baseline": rep.uniform_baseline}
 
 
 def analyse_job(folder: str | Path, *, n_boot: int = 200, n_perm: int = 500, seed: int = 0, induction: bool = True,

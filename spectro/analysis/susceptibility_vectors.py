@@ -764,6 +764,13 @@ def compare_subsets(table: TokenTable, names: Sequence[str] | None = None, *, wh
 RELATIVE_PROFILE_MIN_MEAN = 0.2  # |mean over subsets| / rms below this: χ / mean is ill-conditioned
 
 
+def relative_profile_ill_conditioned(chi: np.ndarray) -> bool:
+    """True when some component's subset χ nearly cancel: |mean_d χ[k]| < ``RELATIVE_PROFILE_MIN_MEAN``
+    · rms_d χ[k] for a row k of the [K, D] matrix, so that χ / mean_d χ amplifies noise without bound."""
+    chi = np.asarray(chi, dtype=float)
+    return bool(np.any(np.abs(chi.mean(axis=1)) < RELATIVE_PROFILE_MIN_MEAN * np.sqrt((chi**2).mean(axis=1))))
+
+
 def _r_relative_profile(da: np.ndarray, db: np.ndarray) -> float:
     """Pearson r of the per-component profiles χ[k, d] / mean_d χ[k, d] of two runs.
 
@@ -772,10 +779,8 @@ def _r_relative_profile(da: np.ndarray, db: np.ndarray) -> float:
     sign that nearly cancel), dividing by the mean amplifies noise without bound and NaN is
     returned; ``r_profile_shape`` (profiles scaled to unit norm) is the sign-safe comparison.
     """
-    for d in (da, db):
-        mean, rms = np.abs(d.mean(axis=1)), np.sqrt((d**2).mean(axis=1))
-        if np.any(mean < RELATIVE_PROFILE_MIN_MEAN * rms):
-            return float("nan")
+    if relative_profile_ill_conditioned(da) or relative_profile_ill_conditioned(db):
+        return float("nan")
     ra, rb = da / da.mean(axis=1, keepdims=True), db / db.mean(axis=1, keepdims=True)
     return float(np.corrcoef(ra.ravel(), rb.ravel())[0, 1])
 

@@ -46,6 +46,13 @@ class InductionReport:
     n_seqs: int
     prefix: int
 
+    @property
+    def uniform_baseline(self) -> float:
+        """Score of a head attending uniformly to the causal past: mean over the second-copy
+        queries i (positions prefix+T … prefix+2T−1) of 1/(i+1)."""
+        q = torch.arange(self.prefix + self.seq_len, self.prefix + 2 * self.seq_len, dtype=torch.float64)
+        return float((1.0 / (q + 1)).mean())
+
     def top_heads(self, k: int = 3) -> list[tuple[int, int, float]]:
         """The ``k`` highest induction scores as (layer, head, score)."""
         flat = self.induction.flatten()
@@ -60,6 +67,7 @@ class InductionReport:
             "seq_len": self.seq_len,
             "n_seqs": self.n_seqs,
             "prefix": self.prefix,
+            "uniform_baseline": self.uniform_baseline,
             "top_heads": [{"layer": l, "head": h, "score": s} for l, h, s in self.top_heads()],
         }
 
