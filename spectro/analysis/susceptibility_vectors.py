@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import Susceptibility
-from ..engine.diagnostics import batch_means_stderr
+from ..engine.diagnostics import mean_error
 from .token_classes import TOKEN_CLASSES, classify_sequence, token_texts
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "pca",
     "pc_fraction_spread",
     "noise_floor",
+    "replicate_noise_floor",
     "baker_decomposition",
     "covariance_part_from_draws",
     "layer_pca_report",
@@ -113,10 +114,11 @@ class TokenTable:
     cov_stderr: np.ndarray | None = None  # [T, K] from the draws, when loaded
     subset_cov: np.ndarray | None = None  # [K, D] covariance part of the dL:D fields (draws)
     subset_cov_stderr: np.ndarray | None = None
+    noise: np.ndarray | None = None  # [T, K] split-chain realisation of χ's Monte Carlo noise (engine), when saved
     meta: dict = field(default_factory=dict)
 
     _ROW = ("domain", "sample", "position", "token_id", "text", "cls", "surface", "induction")
-    _MAT = ("chi", "stderr", "ess", "rhat", "offset", "offset_stderr", "cov_stderr")
+    _MAT = ("chi", "stderr", "ess", "rhat", "offset", "offset_stderr", "cov_stderr", "noise")
 
     @property
     def n_tokens(self) -> int:
@@ -305,6 +307,7 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
         return np.stack([getattr(res[c], attr)[res[c].observables.index(observable), cols] for c in names], axis=1)
 
     chi, se = stack("chi"), stack("stderr")
+    noise = stack("noise") if all(res[c].noise is not None for c in names) else None
     ess, rhat = stack("ess"), stack("rhat")
     sub_idx = np.asarray([fields.index(f"dL:{d}") for d in subset_domains], dtype=int)
     subset_chi = stack("chi", sub_idx).T if len(sub_idx) else np.zeros((len(names), 0))
@@ -359,7 +362,7 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
         domain=np.asarray(dom, dtype=object), sample=np.asarray(samp), position=np.asarray(pos), token_id=token_id,
         text=text, cls=cls, surface=surface, induction=induction, components=names, chi=chi, stderr=se, ess=ess,
         rhat=rhat, domains=subset_domains or domains, subset_chi=subset_chi, subset_stderr=subset_se, offset=offset,
-        offset_stderr=offset_se, e_phi=e_phi,
+        offset_stderr=offset_se, e_phi=e_phi, noise=noise,
         meta={"folder": str(folder), "observable": observable, "run": summary.get("run", {}), "n_chains": first.n_chains,
               "n_draws": first.n_draws, "field_index": tok_idx.tolist()},
     )
@@ -486,6 +489,25 @@ def noise_floor(stderr: np.ndarray, *, n: int = 200, seed: int = 0, standardise_
     return _spread(out)
 
 
+def replicate_noise_floor(noise: np.ndarray, *, n: int = 200, seed: int = 0, standardise_columns: bool = True) -> dict:
+    """Explained-variance ratios of the *actual* Monte Carlo noise (null control with real correlations).
+
+    ``noise`` [T, K] is a realisation of χ's noise with its true correlation across tokens and
+    components — the engine's split-chain ``Susceptibility.noise`` or (χ_a − χ_b)/√2 of two
+    replicate runs. Baker's estimator puts most of it along one direction (the full run's error
+    enters every component through E_C[φ]), so a floor built from independent N(0, stderr²)
+    noise (:func:`noise_floor`) understates PC1 of pure noise. Resamples tokens (rows) with
+    replacement and redoes the PCA; returns :func:`_spread` of the ratios.
+    """
+    x = np.asarray(noise, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    T = x.shape[0]
+    out = np.empty((n, x.shape[1]))
+    for b in range(n):
+        out[b] = _explained(x[rng.integers(0, T, T)], standardise_columns)
+    return _spread(out)
+
+
 # ============================================================================ decomposition
 def baker_decomposition(table: TokenTable, names: Sequence[str] | None = None) -> dict:
     """How much of each component's per-token χ is Baker's offset term.
@@ -532,7 +554,7 @@ def covariance_part_from_draws(folder: str | Path, table: TokenTable) -> dict:
     sample, position] of every probe group). Per draw, ``φ = L̄_base − L̄_base(w*)`` and
     ``ψ_xy = ℓ_xy − L̄_base``; ``cov = −Cov_C(φ, ψ)`` pooled over chains (ddof 0 for a Baker
     component, so that ``cov + offset`` is its estimate exactly; ddof 1, the engine's, for ``full``) with the
-    batch-means stderr of u = (φ−μ)(ψ−ν) (``n_batches`` per chain, as the engine); ``offset =
+    Monte Carlo stderr of u = (φ−μ)(ψ−ν) (Geyer ESS on each chain's draws, as the engine); ``offset =
     −E_C[φ]·(E_C[ψ] − E_full[ψ])``. Returns ``cov_stderr`` [T, K] (NaN for components without
     a store), ``cov`` and ``offset`` [T, K], the same for the domain fields ``ψ_D = L(D) − L̄_base``
     (``subset_cov``, ``subset_cov_stderr``, ``subset_offset`` [K, D], domains as ``table.domains``)
@@ -542,7 +564,6 @@ def covariance_part_from_draws(folder: str | Path, table: TokenTable) -> dict:
 
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
-    n_batches = int(cfg.get("sampler", {}).get("n_batches", 5))
     T, K = table.chi.shape
     doms = list(table.domains)
     dom_rows = [np.flatnonzero(table.domain == d) for d in doms]
@@ -575,15 +596,12 @@ def covariance_part_from_draws(folder: str | Path, table: TokenTable) -> dict:
     e_full_sub = np.stack([full[1][:, :, r].mean(axis=2) for r in dom_rows], axis=-1).mean(axis=(0, 1))
     worst = 0.0
 
-    def cov_se(phi, psi, n_b, ddof):
+    def cov_se(phi, psi, ddof):
         C, D = phi.shape
         mu, nu = phi.mean(), psi.mean(axis=(0, 1))
         u = (phi - mu)[:, :, None] * (psi - nu)  # [C, D, n]
         cov = -u.sum(axis=(0, 1)) / (C * D - ddof)
-        B = min(n_b, D)
-        edges = np.linspace(0, D, B + 1).round().astype(int)
-        bm = np.stack([u[:, edges[b]:edges[b + 1]].mean(axis=1) for b in range(B)], axis=1)  # [C, B, n]
-        return mu, nu, cov, batch_means_stderr(bm)
+        return mu, nu, cov, mean_error(u).se  # Geyer MCSE on each chain's per-draw series, as the engine
 
     for k, c in enumerate(table.components):
         got = full if c == "full" else load(c)
@@ -591,11 +609,11 @@ def covariance_part_from_draws(folder: str | Path, table: TokenTable) -> dict:
             continue
         phi, psi = got
         baker = table.offset is not None and (table.offset[:, k] != 0).any()
-        mu, nu, cov, se = cov_se(phi, psi, n_batches, 0 if baker else 1)
+        mu, nu, cov, se = cov_se(phi, psi, 0 if baker else 1)
         off = -mu * (nu - e_full_psi) if baker else np.zeros(T)
         cov_all[:, k], off_all[:, k], se_all[:, k] = cov, off, se
         psi_d = np.stack([psi[:, :, r].mean(axis=2) for r in dom_rows], axis=-1)  # [C, D, n_domains]
-        _, nu_d, sub_cov[k], sub_se[k] = cov_se(phi, psi_d, n_batches, 0 if baker else 1)
+        _, nu_d, sub_cov[k], sub_se[k] = cov_se(phi, psi_d, 0 if baker else 1)
         sub_off[k] = -mu * (nu_d - e_full_sub) if baker else 0.0
         dev = np.abs(cov + off - table.chi[:, k]) / np.median(table.stderr[:, k])
         worst = max(worst, float(dev.max()))
@@ -631,11 +649,21 @@ def layer_pca_report(table: TokenTable, *, which: str = "chi", n_boot: int = 200
             "loadings": res.loadings.tolist(),
             "pc1_bootstrap_tokens": pc_fraction_spread(x, mode="tokens", n_boot=n_boot, seed=seed)["pc1"],
             "pc1_noise_perturbed": pc_fraction_spread(x, se, mode="noise", n_boot=n_boot, seed=seed + 1)["pc1"],
-            "noise_floor": noise_floor(se, n=n_boot, seed=seed + 2)["pc1"],
+            **_floor(table, hs, which, se, n_boot, seed + 2),
             "snr_median": float(np.median(np.abs(x - x.mean(axis=0)) / se)),
             "_pca": res,
         }
     return out
+
+
+def _floor(table: TokenTable, heads: list[str], which: str, se: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The PCA noise floor: from the real (split-chain) noise of χ when the results carry it, else
+    from independent N(0, stderr²) noise, which ignores the noise's correlation across heads."""
+    if which == "chi" and table.noise is not None:
+        return {"noise_floor": replicate_noise_floor(table.matrix(heads, "noise"), n=n_boot, seed=seed)["pc1"],
+                "noise_floor_kind": "split-chain replicate of the Monte Carlo noise"}
+    return {"noise_floor": noise_floor(se, n=n_boot, seed=seed)["pc1"],
+            "noise_floor_kind": "independent N(0, stderr^2) per entry (no replicate noise saved)"}
 
 
 # ============================================================================ classes

@@ -1,10 +1,13 @@
 """The shared covariance engine: streaming co-moments → susceptibilities with error bars."""
 
-from .diagnostics import batch_means_stderr, effective_sample_size, split_rhat
+from .diagnostics import MeanError, ess_bulk, ess_mean, ess_tail, mean_error, rhat_rank
 from .moments import MomentAccumulator, MomentError
-from .susceptibility import PooledMoments, Susceptibility, estimate_susceptibility, pooled_moments
+from .susceptibility import (
+    Flags, PooledMoments, Susceptibility, component_susceptibility_estimate, estimate_susceptibility, pooled_moments,
+)
 
 __all__ = [
     "MomentAccumulator", "MomentError", "PooledMoments", "Susceptibility", "estimate_susceptibility",
-    "pooled_moments", "batch_means_stderr", "effective_sample_size", "split_rhat",
+    "component_susceptibility_estimate", "pooled_moments", "Flags", "MeanError", "mean_error", "ess_mean",
+    "ess_bulk", "ess_tail", "rhat_rank",
 ]

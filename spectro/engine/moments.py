@@ -9,7 +9,11 @@ Nothing here stores draws. For every chain c the accumulator keeps *shifted powe
     per chain and batch:    n, Σa, Σb, Σa⊗b
 
 Draw t of a run of ``n_draws`` falls in batch ``floor(t·B / n_draws)`` (B batches of equal
-size ±1). Why power sums and not Welford updates: with a fixed shift per chain, sums are
+size ±1). The batch sums are the *series* the error estimate works on (Geyer's autocorrelation
+estimate in :mod:`spectro.engine.diagnostics`): by default B = n_draws (one point per draw) while
+the batch tensors fit ``series_budget_mb`` (default 256 MiB), coarser batches beyond — the memory
+then stays fixed however long the run is. Non-finite values are counted per chain and entry
+(flagged downstream, never passed off as a number). Why power sums and not Welford updates: with a fixed shift per chain, sums are
 *additive*, so (i) two segments of one chain (a resumed run) merge by addition, (ii) chains on
 different processes merge by an all-reduce SUM of zero-padded tensors, (iii) every quantity the
 estimators need (pooled covariance, batch means of the centred product, its variance for the
@@ -36,6 +40,9 @@ class MomentError(ValueError):
 
 _CHAIN_KEYS = ("n", "sa", "sb", "saa", "sbb", "sab", "saab", "sabb", "saabb", "shift_a", "shift_b", "started")
 _BATCH_KEYS = ("bn", "bsa", "bsb", "bsab")
+_COUNT_KEYS = ("bad_a", "bad_b")  # non-finite counts [C, m], [C, k]
+DEFAULT_SERIES_BUDGET_MB = 256.0
+MIN_BATCHES = 8
 
 
 @dataclass
@@ -47,26 +54,29 @@ class MomentAccumulator:
         n_observables: m, length of φ.
         n_fields: k, length of ψ.
         n_draws: total draws each chain will contribute (fixes the batch boundaries).
-        n_batches: B, batches per chain for batch-means standard errors and split R-hat
-            (at least 4, at most n_draws).
+        n_batches: B, points per chain of the error-estimate series. ``None`` (default): one
+            per draw while the batch tensors fit ``series_budget_mb``, else as many as fit.
+            An explicit B must be ≤ n_draws. Fewer than 8 points per chain cannot carry an
+            autocorrelation estimate: such results are flagged (``Flags.FEW_POINTS``).
         device: where the sums live (the device the draws are produced on).
+        series_budget_mb: memory for the per-batch tensors, C·B·(m·k + m + k + 1)·8 bytes.
     """
 
     n_chains: int
     n_observables: int
     n_fields: int
     n_draws: int
-    n_batches: int = 20
+    n_batches: int | None = None
     device: str | torch.device = "cpu"
+    series_budget_mb: float = DEFAULT_SERIES_BUDGET_MB
 
     def __post_init__(self) -> None:
         for name in ("n_chains", "n_observables", "n_fields", "n_draws"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise MomentError(f"{name} must be a positive integer, got {v!r}")
-        self.n_batches = min(int(self.n_batches), self.n_draws)
-        if self.n_batches < 1:
-            raise MomentError(f"n_batches must be >= 1, got {self.n_batches}")
+        self.n_batches = self.series_points(self.n_chains, self.n_observables, self.n_fields, self.n_draws,
+                                            self.n_batches, self.series_budget_mb)
         C, m, k, B = self.n_chains, self.n_observables, self.n_fields, self.n_batches
         z = dict(dtype=torch.float64, device=self.device)
         self.n = torch.zeros(C, **z)
@@ -85,7 +95,27 @@ class MomentAccumulator:
         self.bsa = torch.zeros(C, B, m, **z)
         self.bsb = torch.zeros(C, B, k, **z)
         self.bsab = torch.zeros(C, B, m, k, **z)
+        self.bad_a = torch.zeros(C, m, **z)
+        self.bad_b = torch.zeros(C, k, **z)
         self.draws_seen = 0  # host counter: never read back from the device
+
+    @staticmethod
+    def series_points(C: int, m: int, k: int, n_draws: int, n_batches: int | None, budget_mb: float) -> int:
+        """Points per chain of the error series: ``n_batches`` if given, else the finest that fits."""
+        per_point = C * (m * k + m + k + 1) * 8
+        if n_batches is None:
+            fit = int(min(budget_mb * 2**20 // per_point, n_draws))
+            if fit < 1:
+                raise MomentError(
+                    f"a series budget of {budget_mb} MiB does not hold one batch of {C} chains x {m} observables "
+                    f"x {k} fields ({per_point / 2**20:.3g} MiB); raise series_budget_mb")
+            return min(n_draws, fit)
+        if isinstance(n_batches, bool) or not isinstance(n_batches, int) or n_batches < 1:
+            raise MomentError(f"n_batches must be a positive integer or None, got {n_batches!r}")
+        if n_batches > n_draws:
+            raise MomentError(f"n_batches ({n_batches}) exceeds the draws per chain ({n_draws}): "
+                              "a batch must hold at least one draw")
+        return n_batches
 
     # ------------------------------------------------------------------ update
     def update(self, phi: torch.Tensor, psi: torch.Tensor) -> None:
@@ -114,6 +144,8 @@ class MomentAccumulator:
             self.started.fill_(1.0)
         a = phi - self.shift_a
         b = psi - self.shift_b
+        self.bad_a += (~torch.isfinite(a)).sum(0)
+        self.bad_b += (~torch.isfinite(b)).sum(0)
         a2 = a * a
         b2 = b * b
         self.n += T
@@ -125,9 +157,14 @@ class MomentAccumulator:
         self.saab += torch.einsum("tcm,tck->cmk", a2, b)
         self.sabb += torch.einsum("tcm,tck->cmk", a, b2)
         self.saabb += torch.einsum("tcm,tck->cmk", a2, b2)
-        # batch sums: a block spans few batches; slice per batch (host arithmetic only)
         t0 = self.draws_seen
         B, N = self.n_batches, self.n_draws
+        first, last = (t0 * B) // N, ((t0 + T - 1) * B) // N
+        if last - first + 1 > 4:  # fine batches: scatter-add per draw, in chunks of bounded memory
+            self._scatter_batches(a, b, t0)
+            self.draws_seen += T
+            return
+        # coarse batches: a block spans few of them; one reduction per batch (host arithmetic only)
         start = 0
         while start < T:
             batch = ((t0 + start) * B) // N
@@ -141,10 +178,25 @@ class MomentAccumulator:
             start = stop
         self.draws_seen += T
 
+    def _scatter_batches(self, a: torch.Tensor, b: torch.Tensor, t0: int) -> None:
+        """Add draws t0.. of a block into their batches with index_add (no per-draw Python loop)."""
+        T, C, m = a.shape
+        k = b.shape[2]
+        B, N = self.n_batches, self.n_draws
+        idx = (torch.arange(t0, t0 + T, device=a.device) * B) // N
+        chunk = max(1, int(2**25 // max(1, C * m * k)))  # ≤ 256 MiB of float64 products per chunk
+        for s in range(0, T, chunk):
+            sl = slice(s, min(T, s + chunk))
+            i = idx[sl]
+            self.bn.index_add_(1, i, torch.ones(C, i.numel(), dtype=torch.float64, device=a.device))
+            self.bsa.index_add_(1, i, a[sl].transpose(0, 1))
+            self.bsb.index_add_(1, i, b[sl].transpose(0, 1))
+            self.bsab.index_add_(1, i, torch.einsum("tcm,tck->ctmk", a[sl], b[sl]))
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
         """Everything needed to resume or merge (tensors + the host draw counter)."""
-        d = {key: getattr(self, key).clone() for key in _CHAIN_KEYS + _BATCH_KEYS}
+        d = {key: getattr(self, key).clone() for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS}
         d["draws_seen"] = self.draws_seen
         d["shape"] = (self.n_chains, self.n_observables, self.n_fields, self.n_draws, self.n_batches)
         return d
@@ -153,13 +205,28 @@ class MomentAccumulator:
         shape = (self.n_chains, self.n_observables, self.n_fields, self.n_draws, self.n_batches)
         if tuple(d["shape"]) != shape:
             raise MomentError(f"saved accumulator has shape {tuple(d['shape'])}, this one {shape}")
+        missing = [key for key in _CHAIN_KEYS + _BATCH_KEYS if key not in d]
+        if missing:
+            raise MomentError(f"saved accumulator lacks {', '.join(missing)}")
         for key in _CHAIN_KEYS + _BATCH_KEYS:
             getattr(self, key).copy_(d[key])
+        for key in _COUNT_KEYS:  # absent in snapshots written before non-finite counting
+            if key in d:
+                getattr(self, key).copy_(d[key])
         self.draws_seen = int(d["draws_seen"])
 
     def chain_tensors(self) -> dict[str, torch.Tensor]:
         """The additive per-chain tensors (what an all-reduce SUM over ranks combines)."""
-        return {key: getattr(self, key) for key in _CHAIN_KEYS + _BATCH_KEYS}
+        return {key: getattr(self, key) for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS}
+
+    def select_chains(self, chains: slice) -> "MomentAccumulator":
+        """A view-free copy holding only ``chains`` (for split-chain replicates of an estimate)."""
+        out = MomentAccumulator.__new__(MomentAccumulator)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if not isinstance(v, torch.Tensor)})
+        for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS:
+            setattr(out, key, getattr(self, key)[chains].clone())
+        out.n_chains = int(out.n.shape[0])
+        return out
 
     @classmethod
     def concatenate(cls, parts: list["MomentAccumulator"]) -> "MomentAccumulator":
@@ -170,8 +237,9 @@ class MomentAccumulator:
         for p in parts[1:]:
             if (p.n_observables, p.n_fields, p.n_draws, p.n_batches) != (p0.n_observables, p0.n_fields, p0.n_draws, p0.n_batches):
                 raise MomentError("accumulators differ in observables, fields, draws or batches")
-        out = cls(sum(p.n_chains for p in parts), p0.n_observables, p0.n_fields, p0.n_draws, p0.n_batches, p0.n.device)
-        for key in _CHAIN_KEYS + _BATCH_KEYS:
+        out = cls(sum(p.n_chains for p in parts), p0.n_observables, p0.n_fields, p0.n_draws, p0.n_batches, p0.n.device,
+                  series_budget_mb=float("inf"))
+        for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS:
             setattr(out, key, torch.cat([getattr(p, key) for p in parts], dim=0))
         out.draws_seen = min(p.draws_seen for p in parts)
         return out

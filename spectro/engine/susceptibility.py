@@ -1,6 +1,6 @@
-"""Susceptibilities χ = scale · Cov(φ, ψ) with standard errors, ESS and R-hat, from streamed moments.
+"""Susceptibilities χ = scale · Cov(φ, ψ) with calibrated error bars, from streamed moments.
 
-The one estimator shared by the Ising and the neural-network sides:
+The one estimator shared by the Ising and the neural-network sides (docs/design.md §2):
 
 * Ising: ψ_B = M_B (probe magnetization), scale = β:  χ_{A,B} = ∂⟨M_A⟩/∂h_B = β·Cov(M_A, M_B).
 * Neural networks: ψ = ΔL = L(w; q') − L(w; q), scale = −1:  χ(φ) = −Cov(φ, ΔL)
@@ -8,27 +8,63 @@ The one estimator shared by the Ising and the neural-network sides:
 
 Estimates (N = total draws over C chains, pooled means μ, ν over all chains):
 
-* ``Cov = Σ_{c,t} (φ−μ)(ψ−ν) / (N − 1)``.
-* ``stderr``: batch means of the centred product u = (φ−μ)(ψ−ν) over C·B batches
-  (see :func:`spectro.engine.diagnostics.batch_means_stderr`).
-* ``stderr_chains``: spread of the per-chain covariances, std_c / sqrt(C) (needs C ≥ 2).
-* ``ess = Var(u) / stderr²``; ``rhat``: split R-hat on the batch means of u.
+* ``Cov = Σ_{c,t} (φ−μ)(ψ−ν) / (N − 1)``, the mean of u = (φ−μ)(ψ−ν).
+* ``stderr``: Monte Carlo standard error of the mean of u from each chain's series of u
+  (per draw, or per fine batch beyond the memory budget): Geyer's initial monotone sequence
+  on split chains, the ESS/MCSE of arviz-stats (:mod:`spectro.engine.diagnostics`).
+* ``dof``: Student-t degrees of freedom of that stderr; :meth:`Susceptibility.interval` uses
+  them. ``ess`` = Var(u)/stderr² in draws; ``rhat``: rank-normalised split R-hat of u.
+* ``stderr_chains``: spread of the per-chain covariances, std_c / sqrt(C) (a cross-check).
+* ``flags`` (:class:`Flags`): entries whose error bar cannot be trusted; ``reliable`` is
+  ``flags == 0``. Never silently small error bars: a flagged entry says why and what to do.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from ..io import atomic_path
-from .diagnostics import batch_means_stderr, effective_sample_size, split_rhat
+from .diagnostics import MIN_POINTS_PER_CHAIN, mean_error, rhat_rank
 from .moments import MomentAccumulator
 
-__all__ = ["PooledMoments", "pooled_moments", "Susceptibility", "estimate_susceptibility", "environment_versions"]
+__all__ = [
+    "PooledMoments", "pooled_moments", "Susceptibility", "estimate_susceptibility",
+    "component_susceptibility_estimate", "environment_versions", "Flags", "RHAT_MAX", "DOF_MIN",
+]
+
+FORMAT = "spectro.susceptibility/2"
+RHAT_MAX = 1.05  # rank-normalised split R-hat above this: chains disagree (Vehtari et al. 2021 use 1.01 for long runs)
+DOF_MIN = 3.0  # fewer t degrees of freedom: the error estimate itself is too noisy to quote
+
+
+class Flags(enum.IntFlag):
+    """Why an entry's error bar cannot be trusted (bit set per entry; 0 = reliable)."""
+
+    NONFINITE = 1  # φ or ψ was NaN/±inf in some draw: the entry is not a number
+    FROZEN = 2  # φ or ψ never changed within some chain: the sampler did not move
+    UNMIXED = 4  # rank-normalised split R-hat > RHAT_MAX: chains or chain halves disagree
+    FEW_DOF = 8  # the stderr has < DOF_MIN t degrees of freedom (ESS too small for the tails of u)
+    FEW_POINTS = 16  # < 8 series points per chain: no autocorrelation estimate possible
+
+    @classmethod
+    def reasons(cls, value: int) -> list[str]:
+        return [ADVICE[f] for f in cls if value & f]
+
+
+ADVICE = {
+    Flags.NONFINITE: "non-finite observable or field values (check ε, nβ, γ: a diverging chain, or a NaN loss)",
+    Flags.FROZEN: "a chain never moved (step size too small, temperature too low, or a constant observable)",
+    Flags.UNMIXED: f"R-hat > {RHAT_MAX}: chains disagree (more burn-in, more draws, or a larger step size)",
+    Flags.FEW_DOF: f"error estimate has < {DOF_MIN:g} degrees of freedom (more draws or more chains)",
+    Flags.FEW_POINTS: f"fewer than {MIN_POINTS_PER_CHAIN} draws/batches per chain (more draws, or a larger series budget)",
+}
 
 
 @dataclass(frozen=True)
@@ -44,12 +80,18 @@ class PooledMoments:
     batch_phi: np.ndarray  # [C, B', m] batch means of φ
     batch_psi: np.ndarray  # [C, B', k]
     chain_cov: np.ndarray  # [C, m, k] per-chain covariance (own means, ddof = 1)
+    frozen_phi: np.ndarray  # [m] bool: some chain never changed φ_i
+    frozen_psi: np.ndarray  # [k]
+    bad_phi: np.ndarray  # [m] bool: some draw of φ_i was not finite
+    bad_psi: np.ndarray  # [k]
 
 
 def pooled_moments(acc: MomentAccumulator) -> PooledMoments:
     """Combine the per-chain shifted power sums into pooled central moments (Chan et al. step)."""
     if acc.draws_seen < 2:
         raise ValueError(f"need at least 2 draws per chain to estimate a covariance, have {acc.draws_seen}")
+    if acc.n_chains * acc.draws_seen < 4:
+        raise ValueError(f"need at least 4 draws in all to estimate an error, have {acc.n_chains * acc.draws_seen}")
     g = {k: v.detach().cpu().double().numpy() for k, v in acc.chain_tensors().items()}
     n = g["n"]  # [C]
     N = float(n.sum())
@@ -90,18 +132,42 @@ def pooled_moments(acc: MomentAccumulator) -> PooledMoments:
     ma, mb = g["sa"] / n[:, None], g["sb"] / n[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
         chain_cov = (g["sab"] / nn - ma[:, :, None] * mb[:, None, :]) * (nn / (nn - 1))
-    return PooledMoments(int(N), mean_phi, mean_psi, cov, var_u, batch_u, batch_phi, batch_psi, chain_cov)
+    with np.errstate(invalid="ignore"):
+        frozen_phi = (g["saa"] <= 0).any(axis=0)
+        frozen_psi = (g["sbb"] <= 0).any(axis=0)
+    bad_phi, bad_psi = (g["bad_a"] > 0).any(axis=0), (g["bad_b"] > 0).any(axis=0)
+    return PooledMoments(int(N), mean_phi, mean_psi, cov, var_u, batch_u, batch_phi, batch_psi, chain_cov,
+                         frozen_phi, frozen_psi, bad_phi, bad_psi)
+
+
+def entry_flags(pm: PooledMoments, dof: np.ndarray, rhat: np.ndarray, n_points: int) -> np.ndarray:
+    """The :class:`Flags` of every [m, k] entry."""
+    m, k = pm.cov.shape
+    f = np.zeros((m, k), dtype=np.int64)
+    f |= np.where(pm.bad_phi[:, None] | pm.bad_psi[None, :], int(Flags.NONFINITE), 0)
+    f |= np.where(pm.frozen_phi[:, None] | pm.frozen_psi[None, :], int(Flags.FROZEN), 0)
+    with np.errstate(invalid="ignore"):
+        f |= np.where(~(rhat <= RHAT_MAX), int(Flags.UNMIXED), 0)
+        f |= np.where(~(dof >= DOF_MIN), int(Flags.FEW_DOF), 0)
+    if n_points < MIN_POINTS_PER_CHAIN:
+        f |= int(Flags.FEW_POINTS)
+    return f
 
 
 @dataclass
 class Susceptibility:
     """χ[i, a] = scale · Cov(φ_i, ψ_a) with uncertainty, for observables i and fields a.
 
-    Arrays are float64 [m, k] unless noted. ``stderr`` is the batch-means standard error (the
-    one to use for z-scores); ``stderr_chains`` the between-chain one (a cross-check);
-    ``ess`` the effective sample size of the covariance; ``rhat`` split R-hat (≈ 1 when mixed).
-    ``observable_mean``/``observable_stderr`` [m] and ``field_mean``/``field_stderr`` [k] are the
-    posterior means of φ and ψ with their batch-means standard errors.
+    Arrays are float64 [m, k] unless noted. ``stderr`` is the Monte Carlo standard error (Geyer
+    ESS on each chain's series, module docstring) and ``dof`` its Student-t degrees of freedom:
+    use :meth:`interval` for confidence intervals. ``stderr_chains`` is the between-chain error
+    (a cross-check); ``ess`` the effective sample size of the covariance in draws; ``rhat`` the
+    rank-normalised split R-hat (≈ 1 when mixed); ``flags`` [m, k] int (:class:`Flags`, 0 =
+    reliable). ``observable_mean``/``observable_stderr`` [m] and ``field_mean``/``field_stderr``
+    [k] are the posterior means of φ and ψ with their Monte Carlo standard errors. ``noise``
+    (C ≥ 2) is one realisation of the Monte Carlo noise of χ with its real correlation across
+    entries, w·(χ_first half of chains − χ_second half), w = √(n_a·n_b)/(n_a + n_b): build
+    noise floors and "above noise" tests from it (docs/design.md §4), not from ``stderr`` alone.
     """
 
     chi: np.ndarray
@@ -119,43 +185,87 @@ class Susceptibility:
     n_chains: int
     n_draws: int
     meta: dict = field(default_factory=dict)
+    dof: np.ndarray | None = None
+    flags: np.ndarray | None = None
+    noise: np.ndarray | None = None  # [m, k] one realisation of χ's Monte Carlo noise (split chains), or None
 
     _ARRAYS = (
         "chi", "stderr", "stderr_chains", "ess", "rhat",
         "observable_mean", "observable_stderr", "field_mean", "field_stderr",
     )
 
+    def __post_init__(self) -> None:
+        shape = np.shape(self.chi)
+        if self.dof is None:  # results built by hand or read from format /1: large-sample normal
+            self.dof = np.full(shape, np.inf)
+        if self.flags is None:
+            self.flags = np.zeros(shape, dtype=np.int64)
+        self.dof = np.asarray(self.dof, dtype=np.float64)
+        self.flags = np.asarray(self.flags, dtype=np.int64)
+
+    @property
+    def reliable(self) -> np.ndarray:
+        """[m, k] bool: the entry's error bar can be trusted (no :class:`Flags` set)."""
+        return self.flags == 0
+
+    def interval(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """Two-sided confidence interval χ ± t_dof((1+level)/2)·stderr, as (lower, upper) arrays."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        q = stats.t.ppf(0.5 + level / 2, self.dof)
+        return self.chi - q * self.stderr, self.chi + q * self.stderr
+
     def z_scores(self, reference: np.ndarray) -> np.ndarray:
-        """(χ − reference) / stderr, elementwise."""
+        """(χ − reference) / stderr, elementwise (Student-t with ``dof`` degrees of freedom)."""
         return (self.chi - np.asarray(reference)) / self.stderr
 
+    def reasons(self, i: int, a: int) -> list[str]:
+        """Why entry [i, a] is flagged (empty when reliable)."""
+        return Flags.reasons(int(self.flags[i, a]))
+
     def entry(self, observable: str, field_name: str) -> dict:
-        """One entry as a plain dict (mean, stderr, stderr_chains, ess, rhat)."""
+        """One entry as a plain dict: mean, stderr, stderr_chains, ess, rhat, dof, ci95, reliable, why."""
         i, a = self.observables.index(observable), self.fields.index(field_name)
+        lo, hi = self.interval(0.95)
         return {
             "mean": float(self.chi[i, a]),
             "stderr": float(self.stderr[i, a]),
             "stderr_chains": float(self.stderr_chains[i, a]),
             "ess": float(self.ess[i, a]),
             "rhat": float(self.rhat[i, a]),
+            "dof": float(self.dof[i, a]),
+            "ci95": [float(lo[i, a]), float(hi[i, a])],
+            "reliable": bool(self.reliable[i, a]),
+            "why": self.reasons(i, a),
         }
+
+    def warning(self) -> str | None:
+        """One line for the user when entries are flagged (None when every entry is reliable)."""
+        n_bad = int((~self.reliable).sum())
+        if n_bad == 0:
+            return None
+        counts = {f: int(((self.flags & int(f)) != 0).sum()) for f in Flags}
+        parts = [f"{c} {ADVICE[f]}" for f, c in counts.items() if c]
+        return (f"{n_bad} of {self.flags.size} χ entries have no trustworthy error bar: " + "; ".join(parts))
 
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (``.npz``): the arrays by name plus ``meta`` as JSON.
 
-        Format: NumPy ``.npz`` with float64 arrays named as the attributes above, string arrays
-        ``observables`` and ``fields``, and a 0-d string ``header`` holding JSON with keys
-        ``scale``, ``n_chains``, ``n_draws``, ``meta``, ``format`` ("spectro.susceptibility/1").
+        Format ``spectro.susceptibility/2``: NumPy ``.npz`` with float64 arrays named as the
+        attributes above plus ``dof`` and int64 ``flags``, string arrays ``observables`` and
+        ``fields``, and a 0-d string ``header`` holding JSON with keys ``scale``, ``n_chains``,
+        ``n_draws``, ``meta``, ``format``. Files of format /1 (no dof, flags) still load.
         """
         path = Path(path)
         header = {
-            "format": "spectro.susceptibility/1",
+            "format": FORMAT,
             "scale": self.scale,
             "n_chains": self.n_chains,
             "n_draws": self.n_draws,
             "meta": self.meta,
         }
-        arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS}
+        arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS + ("dof", "flags", "noise")
+                  if getattr(self, name) is not None}
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp,
@@ -168,20 +278,30 @@ class Susceptibility:
 
     @classmethod
     def load(cls, path: str | Path) -> "Susceptibility":
-        with np.load(Path(path), allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            if header.get("format") != "spectro.susceptibility/1":
-                raise ValueError(f"{path} is not a spectro susceptibility file (format {header.get('format')!r})")
-            arrays = {name: z[name] for name in cls._ARRAYS}
-            return cls(
-                **arrays,
-                observables=[str(x) for x in z["observables"]],
-                fields=[str(x) for x in z["fields"]],
-                scale=float(header["scale"]),
-                n_chains=int(header["n_chains"]),
-                n_draws=int(header["n_draws"]),
-                meta=header["meta"],
-            )
+        """Read a file written by :meth:`save`; anything else raises ValueError naming the file."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                fmt = header.get("format") if isinstance(header, dict) else None
+                if fmt not in (FORMAT, "spectro.susceptibility/1"):
+                    raise ValueError(f"format {fmt!r}")
+                arrays = {name: z[name] for name in cls._ARRAYS}
+                extra = {name: z[name] for name in ("dof", "flags", "noise") if name in z.files}
+                return cls(
+                    **arrays,
+                    **extra,
+                    observables=[str(x) for x in z["observables"]],
+                    fields=[str(x) for x in z["fields"]],
+                    scale=float(header["scale"]),
+                    n_chains=int(header["n_chains"]),
+                    n_draws=int(header["n_draws"]),
+                    meta=header["meta"],
+                )
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # zip, JSON, key or shape errors: one message naming the file
+            raise ValueError(f"{path} is not a spectro susceptibility file ({exc})") from None
 
 
 def estimate_susceptibility(
@@ -191,33 +311,177 @@ def estimate_susceptibility(
     fields: list[str] | None = None,
     meta: dict | None = None,
 ) -> Susceptibility:
-    """χ = scale · Cov(φ, ψ) with batch-means stderr, between-chain stderr, ESS and split R-hat."""
+    """χ = scale · Cov(φ, ψ) with Monte Carlo stderr, its dof, between-chain stderr, ESS, R-hat, flags."""
     m, k = acc.n_observables, acc.n_fields
-    observables = list(observables) if observables is not None else [f"obs{i}" for i in range(m)]
-    fields = list(fields) if fields is not None else [f"field{a}" for a in range(k)]
-    if len(observables) != m or len(fields) != k:
-        raise ValueError(f"got {len(observables)} observable names and {len(fields)} field names for a {m}x{k} accumulator")
+    observables, fields = _names(observables, fields, m, k)
     pm = pooled_moments(acc)
-    se = batch_means_stderr(pm.batch_u)
+    err = mean_error(pm.batch_u)
+    rhat = rhat_rank(pm.batch_u) if pm.batch_u.shape[1] >= 4 else np.full((m, k), np.nan)
     C = acc.n_chains
     se_chains = pm.chain_cov.std(axis=0, ddof=1) / np.sqrt(C) if C >= 2 else np.full((m, k), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ess = pm.var_u / err.se**2
     return Susceptibility(
         chi=scale * pm.cov,
-        stderr=abs(scale) * se,
+        stderr=abs(scale) * err.se,
         stderr_chains=abs(scale) * se_chains,
-        ess=effective_sample_size(pm.var_u, se),
-        rhat=split_rhat(pm.batch_u),
+        ess=ess,
+        rhat=rhat,
         observable_mean=pm.mean_phi,
-        observable_stderr=batch_means_stderr(pm.batch_phi),
+        observable_stderr=mean_error(pm.batch_phi).se,
         field_mean=pm.mean_psi,
-        field_stderr=batch_means_stderr(pm.batch_psi),
+        field_stderr=mean_error(pm.batch_psi).se,
         observables=observables,
         fields=fields,
         scale=float(scale),
         n_chains=C,
         n_draws=acc.draws_seen,
         meta={"versions": environment_versions(), **(meta or {})},
+        dof=err.dof,
+        flags=entry_flags(pm, err.dof, rhat, pm.batch_u.shape[1]),
+        noise=_split_noise(acc, lambda part: scale * pooled_moments(part).cov),
     )
+
+
+def _split_noise(acc: MomentAccumulator, estimate, other: MomentAccumulator | None = None) -> np.ndarray | None:
+    """w·(χ(first half of the chains) − χ(second half)), w = √(n_a n_b)/(n_a + n_b): the same
+    variance as χ's Monte Carlo error and its correlation across entries. ``other`` (Baker's full
+    run) is split alongside, so its error enters too. None with one chain."""
+    C = acc.n_chains
+    if C < 2 or (other is not None and other.n_chains < 2):
+        return None
+    h = C // 2
+    parts = [acc.select_chains(slice(0, h)), acc.select_chains(slice(h, C))]
+    if other is not None:
+        ho = other.n_chains // 2
+        others = [other.select_chains(slice(0, ho)), other.select_chains(slice(ho, other.n_chains))]
+        a, b = estimate(parts[0], others[0]), estimate(parts[1], others[1])
+    else:
+        a, b = estimate(parts[0]), estimate(parts[1])
+    return np.sqrt(h * (C - h)) / C * (a - b)
+
+
+def _names(observables, fields, m: int, k: int) -> tuple[list[str], list[str]]:
+    observables = list(observables) if observables is not None else [f"obs{i}" for i in range(m)]
+    fields = list(fields) if fields is not None else [f"field{a}" for a in range(k)]
+    if len(observables) != m or len(fields) != k:
+        raise ValueError(f"got {len(observables)} observable names and {len(fields)} field names for a {m}x{k} accumulator")
+    return observables, fields
+
+
+def component_susceptibility_estimate(
+    component: MomentAccumulator,
+    full: MomentAccumulator,
+    observables: list[str] | None = None,
+    fields: list[str] | None = None,
+    meta: dict | None = None,
+) -> Susceptibility:
+    """Baker et al. 2025's weight-restricted susceptibility from two independent streamed runs.
+
+    ``component``: run with only component C's weights free, observables φ [m] (usually φ_C =
+    L̄(w) − L̄(w*)) and fields ψ [k]. ``full``: unrestricted run with the same ψ (its φ is
+    ignored). With c = E_full[ψ] (docs/design.md §2)::
+
+        χ^C = −(E_C[φ·ψ] − E_C[φ]·c) = −E_C[p],   p = φ·(ψ − c)
+
+    Standard error by the delta method, the two runs being independent::
+
+        se² = se_C(p)² + E_C[φ]²·se_full(ψ)²
+
+    where se_C(p) is the Monte Carlo error of the mean of p over the component run (c held
+    fixed; p's per-batch sums are exact polynomials in the shifted power sums) and se_full(ψ)
+    that of c. Degrees of freedom by Welch–Satterthwaite. ``rhat`` is rank-normalised split
+    R-hat of p; ``stderr_chains`` combines the spread of per-chain estimates with the full
+    run's per-chain spread of ψ. ``observable_mean`` is E_C[φ]; ``field_mean`` is E_C[ψ].
+
+    The scale of χ^C differs between components (≈ Z_full/Z_C): z-score the columns before
+    comparing components.
+    """
+    if component.n_fields != full.n_fields:
+        raise ValueError(f"component run has {component.n_fields} fields, full run {full.n_fields}")
+    m, k = component.n_observables, component.n_fields
+    observables, fields = _names(observables, fields, m, k)
+    pm_full = pooled_moments(full)
+    c_full = pm_full.mean_psi  # [k]
+    err_c = mean_error(pm_full.batch_psi)  # [k]
+
+    g = {key: val.detach().cpu().double().numpy() for key, val in component.chain_tensors().items()}
+    n = g["n"][:, None, None]  # [C,1,1]
+    A = g["shift_a"][:, :, None]  # φ shift [C,m,1]
+    Bc = (g["shift_b"] - c_full[None, :])[:, None, :]  # ψ shift − c  [C,1,k]
+    sa, saa = g["sa"][:, :, None], g["saa"][:, :, None]
+    sb, sbb = g["sb"][:, None, :], g["sbb"][:, None, :]
+    # p = (a + A)(b + Bc) with a = φ − shift_a, b = ψ − shift_b
+    s1 = g["sab"] + A * sb + Bc * sa + n * A * Bc  # Σ_t p      [C,m,k]
+    s2 = (
+        g["saabb"] + A**2 * sbb + Bc**2 * saa + n * A**2 * Bc**2
+        + 2 * A * g["sabb"] + 2 * Bc * g["saab"] + 4 * A * Bc * g["sab"]
+        + 2 * A**2 * Bc * sb + 2 * A * Bc**2 * sa
+    )  # Σ_t p²
+    N = float(g["n"].sum())
+    mean_p = s1.sum(0) / N
+    var_p = np.maximum(s2.sum(0) / N - mean_p**2, 0.0)
+
+    bn = g["bn"]  # [C, B]
+    keep = bn.min(axis=0) > 0
+    bn = bn[:, keep][:, :, None, None]
+    bsum = (g["bsab"][:, keep] + A[:, None] * g["bsb"][:, keep][:, :, None, :]
+            + Bc[:, None] * g["bsa"][:, keep][:, :, :, None] + bn * A[:, None] * Bc[:, None])
+    batch_p = bsum / bn  # [C, B, m, k]
+    err_p = mean_error(batch_p)
+
+    pm_c = pooled_moments(component)
+    mu_phi = pm_c.mean_phi  # [m]
+    full_term = (mu_phi[:, None] * err_c.se[None, :]) ** 2
+    var = err_p.se**2 + full_term
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dof = var**2 / (err_p.se**4 / err_p.dof + full_term**2 / err_c.dof[None, :])
+        ess = var_p / err_p.se**2
+    dof = np.where(np.isfinite(dof), dof, err_p.dof)
+
+    C = component.n_chains
+    chain_est = -(s1 / n)  # [C, m, k]
+    full_chain_psi = pm_full.batch_psi.mean(axis=1)  # [C_full, k]
+    if C >= 2 and full_chain_psi.shape[0] >= 2:
+        se_full_chains = full_chain_psi.std(axis=0, ddof=1) / np.sqrt(full_chain_psi.shape[0])
+        stderr_chains = np.sqrt(chain_est.var(axis=0, ddof=1) / C + (mu_phi[:, None] * se_full_chains[None, :]) ** 2)
+    else:
+        stderr_chains = np.full_like(mean_p, np.nan)
+    rhat = rhat_rank(batch_p) if batch_p.shape[1] >= 4 else np.full((m, k), np.nan)
+    flags = entry_flags(pm_c, dof, rhat, batch_p.shape[1])
+    flags |= np.where(pm_full.bad_psi[None, :], int(Flags.NONFINITE), 0)
+    flags |= np.where(pm_full.frozen_psi[None, :], int(Flags.FROZEN), 0)
+    if pm_full.batch_psi.shape[1] < MIN_POINTS_PER_CHAIN:
+        flags |= int(Flags.FEW_POINTS)
+    return Susceptibility(
+        chi=-mean_p,
+        stderr=np.sqrt(var),
+        stderr_chains=stderr_chains,
+        ess=ess,
+        rhat=rhat,
+        observable_mean=mu_phi,
+        observable_stderr=mean_error(pm_c.batch_phi).se,
+        field_mean=pm_c.mean_psi,
+        field_stderr=mean_error(pm_c.batch_psi).se,
+        observables=observables,
+        fields=fields,
+        scale=-1.0,
+        n_chains=C,
+        n_draws=component.draws_seen,
+        meta={"versions": environment_versions(), "estimator": "baker2025: -(E_C[phi*psi] - E_C[phi]*E_full[psi])",
+              **(meta or {})},
+        dof=dof,
+        flags=flags,
+        noise=_split_noise(component, _baker_chi, full),
+    )
+
+
+def _baker_chi(component: MomentAccumulator, full: MomentAccumulator) -> np.ndarray:
+    """χ^C = −(E_C[φψ] − E_C[φ]·E_full[ψ]) alone (for split-chain replicates)."""
+    pc, pf = pooled_moments(component), pooled_moments(full)
+    N = pc.n_total
+    e_phipsi = pc.cov * (N - 1) / N + pc.mean_phi[:, None] * pc.mean_psi[None, :]
+    return -(e_phipsi - pc.mean_phi[:, None] * pf.mean_psi[None, :])
 
 
 def environment_versions() -> dict:

@@ -76,7 +76,8 @@ class SamplerConfig:
             Models stored in bf16/fp16 are evaluated by casting master weights to the model's
             dtype for the forward; the update happens in ``master_dtype``.
         eval_batch_size: chunk size (samples) for evaluating losses on probe sets and for L_n(w*).
-        n_batches: batches per chain for batch-means standard errors and split R-hat.
+        n_batches: points per chain of the error-estimate series (None: one per draw, within
+            the engine's memory budget; docs/design.md §4).
         health_every: check chain health on the host every this many steps (the per-step
             check is accumulated on the device, so a failure is still located to its step).
         max_loss_increase: a chain whose minibatch loss exceeds L_n(w*) + this (in loss units)
@@ -99,7 +100,7 @@ class SamplerConfig:
     device: str = "cpu"
     master_dtype: torch.dtype = field(default=torch.float32)
     eval_batch_size: int = 64
-    n_batches: int = 20
+    n_batches: int | None = None
     health_every: int = 10
     max_loss_increase: float = 100.0
 
@@ -124,8 +125,11 @@ class SamplerConfig:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
-        if not isinstance(self.n_batches, int) or self.n_batches < 2:
-            raise ValueError(f"n_batches must be an integer >= 2, got {self.n_batches!r}")
+        if self.n_batches is not None:
+            if isinstance(self.n_batches, bool) or not isinstance(self.n_batches, int) or self.n_batches < 2:
+                raise ValueError(f"n_batches must be an integer >= 2 or null (one point per draw), got {self.n_batches!r}")
+            if self.n_batches > self.draws:
+                raise ValueError(f"n_batches ({self.n_batches}) exceeds draws ({self.draws}): a batch must hold a draw")
         _finite("rmsprop_alpha", self.rmsprop_alpha)
         if not 0.0 <= self.rmsprop_alpha < 1.0:
             raise ValueError(f"rmsprop_alpha must lie in [0, 1), got {self.rmsprop_alpha}")

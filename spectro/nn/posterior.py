@@ -79,7 +79,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..engine.diagnostics import batch_means_stderr, split_rhat
+from ..engine.diagnostics import mean_error, rhat_rank
 from .config import SamplerConfig
 from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
 from .restrictions import Restriction
@@ -93,6 +93,7 @@ __all__ = [
     "SamplingResult",
     "LocalizedPosterior",
     "chain_seed",
+    "run_seed",
 ]
 
 Batch = torch.Tensor | tuple[torch.Tensor, ...]
@@ -140,6 +141,18 @@ def chain_seed(seed: int, chain: int, stream: int) -> int:
     """A 63-bit seed for (base seed, global chain index, stream) via NumPy's SeedSequence."""
     state = np.random.SeedSequence([seed, chain, stream]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def run_seed(seed: int, run: str) -> int:
+    """The base seed of a named run (a weight component): independent streams for every component.
+
+    Baker's estimator combines a component run with the full run; giving each run its own seed
+    keeps their Monte Carlo errors independent, which its standard error assumes
+    (:func:`spectro.engine.component_susceptibility_estimate`). The full run keeps ``seed``.
+    """
+    words = np.frombuffer(run.encode("utf-8"), dtype=np.uint8).astype(np.uint32).tolist()
+    state = np.random.SeedSequence([seed, 0x5EED, *words]).generate_state(1, dtype=np.uint32)
+    return int(state[0])
 
 
 def _batch_size_of(data: Batch) -> int:
@@ -372,8 +385,9 @@ class SamplingResult:
     """What a run leaves behind besides the callback's statistics.
 
     ``llc = nβ·(E[L_m] − L_n(w*))`` with E over all chains' recorded minibatch losses
-    (unbiased for E[L_n] since minibatches are uniform), ``llc_stderr`` from batch means of the
-    loss trace (C·B batches), ``llc_rhat`` split R-hat of those batch means.
+    (unbiased for E[L_n] since minibatches are uniform), ``llc_stderr`` its Monte Carlo error
+    (Geyer ESS on each chain's trace) with ``llc_dof`` t degrees of freedom and ``llc_ess``,
+    ``llc_rhat`` rank-normalised split R-hat of the trace.
     """
 
     loss_trace: np.ndarray  # [C, draws]
@@ -388,6 +402,8 @@ class SamplingResult:
     restriction: str
     n_free: int
     execution: dict = field(default_factory=dict)  # shared_batches, chain_mode, workers, memo hits
+    llc_dof: float = float("inf")
+    llc_ess: float = float("nan")
 
     def with_trace(self, loss_trace: np.ndarray, config: SamplerConfig) -> "SamplingResult":
         """This result with the loss trace (and LLC statistics) of all chains, e.g. gathered from
@@ -401,6 +417,8 @@ class SamplingResult:
             "llc": self.llc,
             "llc_stderr": self.llc_stderr,
             "llc_rhat": self.llc_rhat,
+            "llc_dof": self.llc_dof,
+            "llc_ess": self.llc_ess,
             "llc_per_chain": self.llc_per_chain.tolist(),
             "init_loss": self.init_loss,
             "nbeta": self.nbeta,
@@ -456,16 +474,19 @@ class _LoopState:
             g.set_state(st)
 
 
-def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches: int) -> dict:
-    """λ̂ = nβ·(mean loss − L_n(w*)), its batch-means standard error, per-chain λ̂ and split R-hat."""
-    nb = min(n_batches, trace.shape[1])
-    bmeans = np.stack([b.mean(axis=1) for b in np.array_split(trace, nb, axis=1)], axis=1)  # [C, B]
-    se = float(batch_means_stderr(bmeans)) if nb >= 1 else float("nan")
+def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches: int | None = None) -> dict:
+    """λ̂ = nβ·(mean loss − L_n(w*)) with its Monte Carlo stderr (Geyer ESS on each chain's trace,
+    the engine's :class:`~spectro.engine.MeanError`), t degrees of freedom, per-chain λ̂ and
+    rank-normalised split R-hat. ``n_batches`` is accepted for compatibility and ignored: the
+    trace is stored per step, so the error uses every step."""
+    err = mean_error(trace[:, :, None])
     return {
         "llc": float(nbeta * (trace.mean() - init_loss)),
-        "llc_stderr": nbeta * se,
+        "llc_stderr": float(nbeta * err.se[0]),
+        "llc_dof": float(err.dof[0]),
+        "llc_ess": float(err.ess[0]),
         "llc_per_chain": nbeta * (trace.mean(axis=1) - init_loss),
-        "llc_rhat": float(split_rhat(bmeans)),
+        "llc_rhat": float(rhat_rank(trace[:, :, None])[0]) if trace.shape[1] >= 4 else float("nan"),
     }
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,13 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility, pooled_moments
-from ..engine.diagnostics import batch_means_stderr, effective_sample_size, split_rhat
+from ..engine import MomentAccumulator, Susceptibility, component_susceptibility_estimate, estimate_susceptibility
 from ..engine.susceptibility import environment_versions
 from .config import SamplerConfig
 from .fields import TokenPointMasses
 from .observables import LossFunctional, MeanLoss, concat, mean_loss
-from .posterior import Batch, Draw, LocalizedPosterior, PerSampleLoss, SamplingResult
+from .posterior import Batch, Draw, LocalizedPosterior, PerSampleLoss, SamplingResult, run_seed
 from .probes import ProbeSet
 from .restrictions import Restriction
 
@@ -116,95 +116,8 @@ def baker_susceptibility(
     fields: list[str] | None = None,
     meta: dict | None = None,
 ) -> Susceptibility:
-    """Baker et al. 2025's component susceptibility from two streamed runs.
-
-    ``component``: run with only component C's weights free, φ = φ_C [m] (usually m = 1,
-    φ_C = L̄(w) − L̄(w*)) and ψ = ψ_xy = ℓ_xy − L̄ [k]. ``full``: unrestricted run with the same
-    ψ (its φ is ignored). Estimate, with c = E_full[ψ]::
-
-        χ^C = −(E_C[φ·ψ] − E_C[φ]·c) = −E_C[φ·(ψ − c)]
-
-    Standard error (the two runs are independent)::
-
-        se² = se_bm(p)² + E_C[φ]²·se_bm,full(ψ)²,   p = φ·(ψ − c) per draw of the C run
-
-    where se_bm is the batch-means standard error over C·B batches (c held fixed in the first
-    term; the second propagates the error of c). The per-chain sums of p and p² are exact
-    polynomials in the accumulator's shifted power sums, so ESS = Var(p)/se_bm(p)² is exact
-    too; ``rhat`` is split R-hat on the batch means of p; ``stderr_chains`` combines the spread of
-    per-chain estimates with the full run's per-chain spread of ψ. ``observable_mean`` is E_C[φ];
-    ``field_mean`` is E_C[ψ] (the restricted run's, not c).
-
-    The scale of χ^C differs between components (≈ Z_full/Z_C): z-score the columns before
-    comparing components (DESIGN.md §2).
-    """
-    if (component.n_fields != full.n_fields):
-        raise ValueError(f"component run has {component.n_fields} fields, full run {full.n_fields}")
-    pm_full = pooled_moments(full)
-    c_full = pm_full.mean_psi  # [k]
-    se_c = batch_means_stderr(pm_full.batch_psi)  # [k]
-
-    g = {key: val.detach().cpu().double().numpy() for key, val in component.chain_tensors().items()}
-    n = g["n"][:, None, None]  # [C,1,1]
-    A = g["shift_a"][:, :, None]  # φ shift [C,m,1]
-    Bc = (g["shift_b"] - c_full[None, :])[:, None, :]  # ψ shift − c  [C,1,k]
-    sa, saa = g["sa"][:, :, None], g["saa"][:, :, None]
-    sb, sbb = g["sb"][:, None, :], g["sbb"][:, None, :]
-    # p = (a + A)(b + Bc) with a = φ − shift_a, b = ψ − shift_b
-    s1 = g["sab"] + A * sb + Bc * sa + n * A * Bc  # Σ_t p      [C,m,k]
-    s2 = (
-        g["saabb"] + A**2 * sbb + Bc**2 * saa + n * A**2 * Bc**2
-        + 2 * A * g["sabb"] + 2 * Bc * g["saab"] + 4 * A * Bc * g["sab"]
-        + 2 * A**2 * Bc * sb + 2 * A * Bc**2 * sa
-    )  # Σ_t p²
-    N = float(g["n"].sum())
-    mean_p = s1.sum(0) / N
-    var_p = np.maximum(s2.sum(0) / N - mean_p**2, 0.0)
-
-    bn = g["bn"]  # [C, B]
-    keep = bn.min(axis=0) > 0
-    bn = bn[:, keep][:, :, None, None]
-    bsum = g["bsab"][:, keep] + A[:, None] * g["bsb"][:, keep][:, :, None, :] + Bc[:, None] * g["bsa"][:, keep][:, :, :, None] + bn * A[:, None] * Bc[:, None]
-    batch_p = bsum / bn  # [C, B, m, k]
-    se_p = batch_means_stderr(batch_p)
-
-    pm_c = pooled_moments(component)
-    mu_phi = pm_c.mean_phi  # [m]
-    stderr = np.sqrt(se_p**2 + (mu_phi[:, None] * se_c[None, :]) ** 2)
-
-    C = component.n_chains
-    chain_est = -(s1 / n)  # [C, m, k]
-    full_chain_psi = _chain_field_means(full)  # [C_full, k]
-    if C >= 2 and full_chain_psi.shape[0] >= 2:
-        se_full_chains = full_chain_psi.std(axis=0, ddof=1) / np.sqrt(full_chain_psi.shape[0])
-        stderr_chains = np.sqrt(chain_est.var(axis=0, ddof=1) / C + (mu_phi[:, None] * se_full_chains[None, :]) ** 2)
-    else:
-        stderr_chains = np.full_like(mean_p, np.nan)
-
-    m, k = component.n_observables, component.n_fields
-    return Susceptibility(
-        chi=-mean_p,
-        stderr=stderr,
-        stderr_chains=stderr_chains,
-        ess=effective_sample_size(var_p, se_p),
-        rhat=split_rhat(batch_p),
-        observable_mean=mu_phi,
-        observable_stderr=batch_means_stderr(pm_c.batch_phi),
-        field_mean=pm_c.mean_psi,
-        field_stderr=batch_means_stderr(pm_c.batch_psi),
-        observables=list(observables) if observables is not None else [f"obs{i}" for i in range(m)],
-        fields=list(fields) if fields is not None else [f"field{a}" for a in range(k)],
-        scale=-1.0,
-        n_chains=C,
-        n_draws=component.draws_seen,
-        meta={"versions": environment_versions(), "estimator": "baker2025: -(E_C[phi*psi] - E_C[phi]*E_full[psi])", **(meta or {})},
-    )
-
-
-def _chain_field_means(acc: MomentAccumulator) -> np.ndarray:
-    """Per-chain means of ψ, [C, k] (exact, from the shifted sums)."""
-    n = acc.n.detach().cpu().double().numpy()[:, None]
-    return acc.sb.detach().cpu().double().numpy() / n + acc.shift_b.detach().cpu().double().numpy()
+    """Baker et al. 2025's component susceptibility: :func:`spectro.engine.component_susceptibility_estimate`."""
+    return component_susceptibility_estimate(component, full, observables, fields, meta)
 
 
 def component_susceptibility(
@@ -281,7 +194,9 @@ def component_susceptibility(
     out: dict[str, Susceptibility] = {}
     for name, restriction in components.items():
         tc = time.perf_counter()
-        post = LocalizedPosterior(model, per_sample_loss, train_data, config, restriction, model_input=model_input, init_loss=init_loss, **opts)
+        run_config = replace(config, seed=run_seed(config.seed, name))  # independent of the full run and other components
+        post = LocalizedPosterior(model, per_sample_loss, train_data, run_config, restriction, model_input=model_input,
+                                  init_loss=init_loss, **opts)
         acc, res, _, _ = sample_moments(post, probe, [phi], [tokens])
         info = {
             "component": name,
