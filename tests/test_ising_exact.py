@@ -109,7 +109,7 @@ def test_transfer_matrix_matches_enumeration(height, width, wall_depth, beta):
 
 
 def test_walled_8x8_design_reference():
-    """DESIGN.md section 4: walled 8x8 (wall rows 0-4), beta = 0.4."""
+    """docs/design.md §5: walled 8x8 (wall rows 0-4), beta = 0.4."""
     m = transfer_matrix_moments(walled_lattice(8, 8), 0.4, ["left", "right", "lower"])
     assert m.cov[0, 0] == pytest.approx(116.88192696, rel=1e-9)
     assert m.cov[0, 1] == pytest.approx(5.08641255, rel=1e-8)
@@ -145,7 +145,7 @@ def test_fluctuation_dissipation_by_finite_differences():
 
 
 def test_kaufman_reference_4x4():
-    """DESIGN.md: periodic 4x4 at beta = 0.4."""
+    """docs/design.md §5: periodic 4x4 at beta = 0.4."""
     assert kaufman_log_z(4, 4, 0.4) == pytest.approx(14.5610930238, abs=1e-9)
     assert kaufman_energy(4, 4, 0.4) == pytest.approx(-1.37911648226, abs=1e-10)
     ex = enumerate_moments(periodic_lattice(4, 4), 0.4, [])

@@ -370,7 +370,7 @@ def test_distribution_check_has_power():
 
 @pytest.mark.parametrize("sampler", ["metropolis", "swendsen-wang"])
 def test_periodic_4x4_energy_matches_kaufman(sampler):
-    # DESIGN.md: periodic 4x4 at beta = 0.4 has energy -1.37911648226 per spin
+    # docs/design.md §5: periodic 4x4 at beta = 0.4 has energy -1.37911648226 per spin
     lat = periodic_lattice(4, 4)
     smp = IsingSampler(lat, 0.4, SamplerConfig(sampler=sampler, chains=N_DIST, seed=1))
     smp.sweep(200)
@@ -612,14 +612,14 @@ def test_bad_state_dict():
 
 
 # ================================================================================================
-# slow: the walled 8x8 reference covariances of DESIGN.md
+# slow: the walled 8x8 reference covariances of docs/design.md §5
 # ================================================================================================
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["metropolis", "swendsen-wang"])
 def test_walled_8x8_covariances_match_reference(sampler):
-    # DESIGN.md reference (transfer matrix): walled 8x8, beta = 0.4, wall depth 5
+    # docs/design.md §5 reference (transfer matrix): walled 8x8, beta = 0.4, wall depth 5
     ref = {
         ("left", "left"): 116.88192696,
         ("left", "right"): 5.08641255,

@@ -114,7 +114,7 @@ def analyse_job(folder: str | Path, *, n_boot: int = 200, n_perm: int = 500, see
 
 
 def verdicts(report: dict) -> dict:
-    """The literature's headline claims (DESIGN.md §5) checked against a report, as numbers + a verdict.
+    """The literature's headline claims (docs/design.md §6) checked against a report, as numbers + a verdict.
 
     * ``dominant_pc1``: per layer, PC1 fraction of χ (± token bootstrap std) vs the 97.5% noise floor;
       holds when it is ≥ 0.9 and above the floor.

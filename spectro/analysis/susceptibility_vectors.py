@@ -10,7 +10,7 @@ susceptibility χ^C_xy of the observable φ_C with its standard error. Stacking 
 Analyses (all plain NumPy, every number with an uncertainty):
 
 * :func:`standardise` / :func:`pca` — per-layer z-scoring of each component column across
-  tokens (Baker et al. 2025; DESIGN.md §2: component scales differ by ≈ Z_full/Z_C) and PCA by
+  tokens (Baker et al. 2025; docs/design.md §2: component scales differ by ≈ Z_full/Z_C) and PCA by
   SVD. Sign convention: each PC's loadings sum to ≥ 0.
 * :func:`pc_fraction_spread` — spread of the explained-variance ratios by resampling tokens
   (bootstrap) or by perturbing χ with its stderr (parametric); :func:`noise_floor` — the same

@@ -5,7 +5,7 @@ the ``loss_trace`` and ``sampling`` entries that :mod:`spectro.nn` puts in ``met
 
 * one small panel per component: the minibatch loss of every chain against the SGLD step, with
   L_n(w*) as a dashed line. Healthy: the traces rise above L(w*), level off and overlap across
-  chains (DESIGN.md §5); the panel title gives the LLC ± stderr and the loss-trace R-hat;
+  chains (docs/design.md §6); the panel title gives the LLC ± stderr and the loss-trace R-hat;
 * one wide panel: the per-domain mean χ (fields ``dL:<domain>``) of the first observable with
   ±1 stderr error bars, components side by side for each domain.
 """

@@ -1,6 +1,6 @@
 """Neural-network side: localized tempered posterior sampling and susceptibilities.
 
-Sign convention (DESIGN.md §2): ``χ(φ) = −Cov_β(φ, ΔL) = (1/nβ)·∂_h⟨φ⟩_h``, ΔL = L(q') − L(q);
+Sign convention (docs/design.md §2): ``χ(φ) = −Cov_β(φ, ΔL) = (1/nβ)·∂_h⟨φ⟩_h``, ΔL = L(q') − L(q);
 χ > 0 means up-weighting q' raises ⟨φ⟩.
 """
 

@@ -1,6 +1,6 @@
 """The localized tempered posterior of a neural network, sampled by C chains in one batch.
 
-Target (DESIGN.md §2)::
+Target (docs/design.md §2)::
 
     p(w) ∝ exp(−nβ·L_n(w) − (γ/2)·‖w − w*‖²),   L_n(w) = Σ_i ρ_i·ℓ_i(w)   (ρ_i = 1/n by default)
 

@@ -1,6 +1,6 @@
 """Susceptibilities of a neural network: sample, evaluate probes per draw, stream into the engine.
 
-* :func:`run_susceptibility` — ``χ[i, a] = −Cov(φ_i, ψ_a)`` (DESIGN.md §2; engine scale −1) for
+* :func:`run_susceptibility` — ``χ[i, a] = −Cov(φ_i, ψ_a)`` (docs/design.md §2; engine scale −1) for
   observables φ (:mod:`spectro.nn.observables`) and field generators ψ (:mod:`spectro.nn.fields`)
   under the (optionally weight-restricted) localized tempered posterior. Equivalently
   ``χ = (1/nβ)·∂_h⟨φ⟩_h`` at h = 0; χ > 0 means up-weighting q' raises ⟨φ⟩. Nothing is
@@ -136,7 +136,7 @@ def component_susceptibility(
     shared_batches: bool = False,
     posterior_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Susceptibility]:
-    """Per-token susceptibilities of weight components (Baker et al. 2025, DESIGN.md §2).
+    """Per-token susceptibilities of weight components (Baker et al. 2025, docs/design.md §2).
 
     For each component C (a :class:`Restriction`): sample with only C's weights free, record
     φ_C = L̄(w) − L̄(w*) (L̄ = mean loss on ``tokens.base``, the probe stand-in for the
