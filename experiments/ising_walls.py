@@ -104,7 +104,8 @@ def wall_depth_scan(lattice, beta, sampler, run, progress) -> tuple[dict, np.nda
     true_depth = int(lattice.regions["left"][:, 0].sum())
     return (
         {"estimated_depth": depth, "plausible_depths": [int(plausible.min()), int(plausible.max())],
-         "true_depth": true_depth, "error_rows": depth - true_depth, "max_rhat": float(np.nanmax(res.rhat))},
+         "true_depth": true_depth, "error_rows": depth - true_depth, "max_rhat": float(np.nanmax(res.rhat)),
+         "n_unreliable": int((~res.reliable).sum())},
         x,
         x_se,
     )
@@ -200,6 +201,12 @@ def main() -> None:
             "beta": beta,
             "max_rhat": float(np.nanmax(res.rhat)),
             "min_ess": float(np.nanmin(res.ess)),
+            "median_ess": float(np.nanmedian(res.ess)),
+            "max_ess": float(np.nanmax(res.ess)),
+            "median_dof": float(np.nanmedian(res.dof)),
+            "n_entries": int(res.chi.size),
+            "n_unreliable": int((~res.reliable).sum()),
+            "warning": res.warning(),
             "median_relative_stderr": float(np.median(res.stderr / np.abs(res.chi))),
             "classification": {k: v for k, v in cls.items() if k != "guess"},
         }
