@@ -110,7 +110,7 @@ class Job:
     n_probe: int = 16  # sequences; × (SEQ − 1) probe tokens
     n_base: int = 16  # sequences of the sampling-task observable (batches_per_draw = 1)
     train_steps: int = 200
-    n_batches: int = 5  # batch-means batches per chain (20 draws each: longer than the autocorrelation)
+    n_batches: int | None = None  # error series: one point per draw (the engine's default)
     threads: int = 2
     seed: int = 0
     device: str = "cpu"  # both sides sample here (benchmarks/bench_gpu.py runs the job on CUDA)
@@ -394,8 +394,8 @@ def devinterp_draws(path: Path):
     return train.mean(axis=(2, 3)), probe.reshape(C, T, -1), float(ds["init_loss"].values.mean())
 
 
-def devinterp_with_errors(paths: dict, components: list[str], n_batches: int):
-    """devinterp's raw draws through spectro's streaming Baker estimator: (χ, stderr, L_ref)."""
+def devinterp_with_errors(paths: dict, components: list[str], n_batches: int | None = None):
+    """devinterp's raw draws through spectro's streaming Baker estimator: (χ, stderr, L_ref, dof)."""
     from spectro.engine import MomentAccumulator
     from spectro.nn import baker_susceptibility
 
@@ -409,13 +409,14 @@ def devinterp_with_errors(paths: dict, components: list[str], n_batches: int):
 
     lbar_f, probe_f, ref = devinterp_draws(paths["full"])
     full = accumulate(lbar_f, probe_f, ref)
-    chi, se = [], []
+    chi, se, dof = [], [], []
     for c in components:
         lbar, probe, _ = devinterp_draws(paths[c])
         s = baker_susceptibility(accumulate(lbar, probe, ref), full)
         chi.append(s.chi[0])
         se.append(s.stderr[0])
-    return np.stack(chi), np.stack(se), ref
+        dof.append(s.dof[0])
+    return np.stack(chi), np.stack(se), ref, np.stack(dof)
 
 
 def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int | None = None, components=None,
@@ -427,7 +428,8 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     draws = draws or job.draws
     cfg = SamplerConfig(
         method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
-        batch_size=job.batch_size, seed=seed, n_batches=min(job.n_batches, draws), eval_batch_size=64, device=job.device,
+        batch_size=job.batch_size, seed=seed, n_batches=job.n_batches if job.n_batches is None else min(job.n_batches, draws),
+        eval_batch_size=64, device=job.device,
     )
     probe = ProbeSet({"train": setup.base, "probe": setup.probe})
     restr = {c: Restriction.from_devinterp(setup.model, c) for c in components}
@@ -454,14 +456,19 @@ def forget_cached_init_loss() -> None:
 
 
 # ---------------------------------------------------------------------- agreement
-def agreement(chi_s, se_s, chi_d, se_d, n_batch_means: int):
+def welch_dof(se_s, dof_s, se_d, dof_d) -> float:
+    """Median Welch–Satterthwaite dof of z = Δχ / sqrt(se_s² + se_d²) from each side's t dof."""
+    v = (se_s**2 + se_d**2) ** 2 / (se_s**4 / dof_s + se_d**4 / dof_d)
+    return float(np.median(v))
+
+
+def agreement(chi_s, se_s, chi_d, se_d, nu: float):
     """Per-component statistics and the verdict (see the module docstring).
 
-    ``n_batch_means`` = chains × batches of each run: each standard error is estimated from that
-    many batch means, so z is a t-like statistic with ν ≈ 2·(n_batch_means − 1) degrees of freedom
-    (Welch–Satterthwaite for two similar errors) and E[z²] = ν/(ν − 2) under agreement.
+    ``nu``: degrees of freedom of z = Δχ / sqrt(se_s² + se_d²) (:func:`welch_dof` of the two
+    runs' error estimates); under agreement z is t-like and E[z²] = ν/(ν − 2).
     """
-    nu = 2.0 * (n_batch_means - 1)
+    nu = max(float(nu), 3.0)
     z2_max = 1.5 * nu / (nu - 2.0)
     rows = []
     ok = True
@@ -521,7 +528,7 @@ def main(argv=None) -> int:
 
     job = Job(threads=args.threads)
     if args.quick:
-        job = Job(components=["l0h1", "l1h0"], draws=20, n_train=512, train_steps=25, threads=args.threads, n_batches=2)
+        job = Job(components=["l0h1", "l1h0"], draws=20, n_train=512, train_steps=25, threads=args.threads)
         args.skip_flops = args.skip_memory = True
     if args.draws:
         job.draws = args.draws
@@ -564,7 +571,7 @@ def main(argv=None) -> int:
             print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in ph_d.items()))
             timings_d.append(ph_d)
             if rep == 0:
-                chi_d, se_d, ref = devinterp_with_errors(paths, job.components, job.n_batches)
+                chi_d, se_d, ref, dof_d = devinterp_with_errors(paths, job.components, job.n_batches)
                 same = float(np.abs(chi_d - chi_d_native).max() / np.abs(chi_d_native).max())
                 print(f"  devinterp's draws through spectro's estimator reproduce its sus: max |diff| / max |sus| = {same:.1e}")
             rates.append(matmul_rate())
@@ -590,8 +597,11 @@ def main(argv=None) -> int:
         np.savez(args.save, chi_s=chi_s, se_s=se_s, chi_d=chi_d, se_d=se_d, chi_d_native=chi_d_native,
                  se_chains_s=np.stack([out[c].stderr_chains[0] for c in job.components]),
                  ess_s=np.stack([out[c].ess[0] for c in job.components]), rhat_s=np.stack([out[c].rhat[0] for c in job.components]))
-    ok, rows = agreement(chi_s, se_s, chi_d, se_d, job.chains * job.n_batches)
-    print("\nagreement per component, over the probe tokens xy (z = Δχ / sqrt(se_s² + se_d²), batch-means errors of each run):")
+    dof_s = np.stack([out[c].dof[0] for c in job.components])
+    nu = welch_dof(se_s, dof_s, se_d, dof_d)
+    ok, rows = agreement(chi_s, se_s, chi_d, se_d, nu)
+    print(f"\nagreement per component, over the probe tokens xy (z = Δχ / sqrt(se_s² + se_d²), Monte Carlo errors of "
+          f"each run, median Welch dof {nu:.0f}):")
     for c, r in zip(job.components, rows):
         print(f"  {c}: mean z² {r['mean_z2']:.2f} (≤ {r['mean_z2_max']:.2f}), |z|>4 {100 * r['frac_abs_z_gt_4']:.1f}% (≤ 0.5%), max|z| {r['max_abs_z']:.1f}, "
               f"r {r['pearson_r']:.3f} (≥ r_exp − 0.05, r_exp {r['r_expected']:.3f} ≥ 0.5), "

@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epsilon", type=float, default=1e-4)
     ap.add_argument("--gamma", type=float, default=1e4)
     ap.add_argument("--nbeta", type=float, default=30.0)
-    ap.add_argument("--n-batches", type=int, default=5)
+    ap.add_argument("--n-batches", type=int, default=None, help="error-series points per chain (default: one per draw)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--plot-only", action="store_true", help="redraw OUT/domain_chi.png from OUT/results.json")

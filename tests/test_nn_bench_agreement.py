@@ -188,10 +188,10 @@ def test_devinterp_and_spectro_compute_the_same_component_susceptibility(tmp_pat
     import bench_vs_devinterp as bench
 
     torch.set_num_threads(2)
-    job = bench.Job(components=["l0h1", "l1h0"], draws=40, n_train=512, train_steps=40, n_batches=4)
+    job = bench.Job(components=["l0h1", "l1h0"], draws=40, n_train=512, train_steps=40)
     setup = bench.Setup(job)
     chi_native, _, paths = bench.run_devinterp(setup, job, tmp_path)
-    chi_d, se_d, ref = bench.devinterp_with_errors(paths, job.components, job.n_batches)
+    chi_d, se_d, ref, _ = bench.devinterp_with_errors(paths, job.components, job.n_batches)
     np.testing.assert_allclose(chi_d, chi_native, rtol=1e-4, atol=1e-5 * np.abs(chi_native).max())
     chi_s, se_s, _, out = bench.run_spectro(setup, job, ref)
     assert out["l0h1"].meta["phi_reference_loss"] == ref
