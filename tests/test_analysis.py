@@ -268,7 +268,7 @@ def test_table_layout_and_classes(job):
         assert t.token_id[r] == info["ids"][t.domain[r]][t.sample[r], t.position[r] + 1]
     code0 = (t.domain == "code") & (t.sample == 0)
     assert list(t.cls[code0]) == ["word_start", "word_part", "word_start", "induction", "induction"]
-    assert t.to_frame().shape == (30 * 5, 8 + 1 + 7 + 1)
+    assert t.to_frame().shape == (30 * 5, 8 + 1 + 8 + 1)  # 8 per-token matrices, noise included
 
 
 def test_decomposition_and_draws_agree_with_files(job):

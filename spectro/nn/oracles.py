@@ -19,6 +19,20 @@ Covariances of per-sample losses (w = μ + z, z ~ N(0, S), residuals r_i = y_i �
 
 (Isserlis: Cov(zᵀAz, zᵀBz) = 2 tr(ASBS), odd moments vanish.) Observables and fields that are
 linear in the losses (φ = Oℓ, ψ = Fℓ) then have ``χ = −Cov(φ, ψ) = −O K Fᵀ``.
+
+Weight restriction (:meth:`LinearGaussianOracle.restricted`): the free coordinates F move, the
+others (R) stay at w*. With E(w) = ½wᵀPw − hᵀw the energy as a function of w_F alone is
+½ w_Fᵀ P_FF w_F − (h_F − P_FR w*_R)ᵀ w_F + const, so the restricted posterior is Gaussian with
+
+    precision P_FF,   μ_F = P_FF⁻¹ (h_F − P_FR w*_R) = w*_F − P_FF⁻¹ ∇E(w*)_F,
+
+∇E(w*) = P w* − h = nβ·∇L(w*) (the localization term vanishes at w*). Masked full-batch SGLD moves
+only w_F, by the same linear recursion with P_FF, so Σ_ε is the formula above applied to P_FF.
+Embedding μ_F into w* and Σ_FF into a [d, d] matrix with zeros on R, every loss moment above
+holds unchanged (z has zero components on R). Baker et al. 2025's component susceptibility of
+φ = Oℓ − c and ψ = Fℓ (E_C over the restricted law, E_full over the unrestricted one)::
+
+    χ^C = −(E_C[φψ] − E_C[φ]·E_full[ψ]) = −(Cov_C(φ, ψ) + E_C[φ]·(E_C[ψ] − E_full[ψ])).
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LinearGaussianOracle"]
+__all__ = ["LinearGaussianOracle", "RestrictedLinearGaussianOracle"]
 
 
 @dataclass(frozen=True)
@@ -88,3 +102,85 @@ class LinearGaussianOracle:
         X, y, ws = np.asarray(self.X, float), np.asarray(self.y, float), np.asarray(self.w_star, float)
         L_star = np.sum(self.rho * (y - X @ ws) ** 2)
         return float(self.nbeta * (np.sum(self.rho * self.loss_mean(epsilon)) - L_star))
+
+    def restricted(self, free: np.ndarray) -> "RestrictedLinearGaussianOracle":
+        """The posterior with only the coordinates where ``free`` is true sampled (the rest at w*).
+
+        ``free``: bool array of d entries (any shape with d elements, e.g. the [1, d] mask of an
+        ``nn.Linear(d, 1, bias=False)`` weight in a :class:`~spectro.nn.restrictions.Restriction`).
+        """
+        return RestrictedLinearGaussianOracle(self.X, self.y, self.w_star, self.nbeta, self.gamma, self.weights, free=free)
+
+
+@dataclass(frozen=True)
+class RestrictedLinearGaussianOracle(LinearGaussianOracle):
+    """The localized posterior restricted to the free coordinates (module docstring); same interface.
+
+    ``mean`` is the full d-vector (w* on frozen coordinates), ``covariance`` the [d, d] matrix with
+    zeros on frozen rows and columns; :meth:`loss_mean`, :meth:`loss_covariance`,
+    :meth:`susceptibility` and :meth:`llc` are then the restricted run's. ``precision`` stays the
+    unrestricted P; :attr:`precision_free` is P_FF.
+    """
+
+    free: np.ndarray | None = None  # [d] bool
+
+    def __post_init__(self) -> None:
+        d = np.asarray(self.X).shape[1]
+        free = np.asarray(self.free if self.free is not None else np.ones(d, bool))
+        if free.size != d:
+            raise ValueError(f"free mask has {free.size} entries, the model has {d} weights")
+        if free.dtype != bool and not np.isin(free, (0, 1)).all():
+            raise ValueError("free mask must be boolean (0/1): a fractional mask is a preconditioner, not a restriction")
+        free = free.reshape(-1).astype(bool)
+        if not free.any():
+            raise ValueError("free mask frees no coordinate")
+        object.__setattr__(self, "free", free)
+
+    @property
+    def full(self) -> LinearGaussianOracle:
+        """The unrestricted oracle of the same problem."""
+        return LinearGaussianOracle(self.X, self.y, self.w_star, self.nbeta, self.gamma, self.weights)
+
+    @property
+    def precision_free(self) -> np.ndarray:
+        """P_FF, the precision of the free coordinates."""
+        return self.precision[np.ix_(self.free, self.free)]
+
+    @property
+    def mean(self) -> np.ndarray:
+        """[d]: w* with the free coordinates replaced by μ_F = w*_F − P_FF⁻¹ (P w* − h)_F."""
+        X, y = np.asarray(self.X, float), np.asarray(self.y, float)
+        ws = np.asarray(self.w_star, float)
+        h = 2 * self.nbeta * (X.T * self.rho) @ y + self.gamma * ws
+        grad = self.precision @ ws - h  # ∇E(w*)
+        mu = ws.copy()
+        mu[self.free] = ws[self.free] - np.linalg.solve(self.precision_free, grad[self.free])
+        return mu
+
+    def covariance(self, epsilon: float = 0.0) -> np.ndarray:
+        """[d, d]: Σ_ε of P_FF on the free block, zero elsewhere."""
+        lam, U = np.linalg.eigh(self.precision_free)
+        if epsilon * lam.max() >= 4:
+            raise ValueError(f"SGLD is unstable for epsilon={epsilon} (ε·λ_max = {epsilon * lam.max():.3g} ≥ 4)")
+        d = self.free.size
+        S = np.zeros((d, d))
+        S[np.ix_(self.free, self.free)] = (U / (lam * (1 - epsilon * lam / 4))) @ U.T
+        return S
+
+    def component_susceptibility(
+        self, O: np.ndarray, F: np.ndarray, epsilon: float = 0.0, offset: np.ndarray | float = 0.0,
+        epsilon_full: float | None = None,
+    ) -> np.ndarray:
+        """Baker's χ^C = −(E_C[φψ] − E_C[φ]·E_full[ψ]) for φ = Oℓ − offset [m], ψ = Fℓ [k].
+
+        E_C: this (restricted) law at step size ``epsilon``; E_full: the unrestricted law at
+        ``epsilon_full`` (default ``epsilon``). Returns [m, k].
+        """
+        O, F = np.asarray(O, float), np.asarray(F, float)
+        eps_full = epsilon if epsilon_full is None else epsilon_full
+        mean_c = self.loss_mean(epsilon)
+        e_phi = O @ mean_c - np.broadcast_to(np.asarray(offset, float), (O.shape[0],))
+        e_psi_c = F @ mean_c
+        e_psi_full = F @ self.full.loss_mean(eps_full)
+        cov_c = O @ self.loss_covariance(epsilon) @ F.T
+        return -(cov_c + np.outer(e_phi, e_psi_c - e_psi_full))
