@@ -46,7 +46,9 @@ def plot_chi_maps(result: Susceptibility, lattice: Lattice, path: str | Path, ti
 
     The composite colours each probe by its χ vector (left → red, right → green, lower → blue),
     each component divided by its maximum over probes, so a probe's hue says which chamber it
-    talks to. Walls are drawn in white.
+    talks to. Walls are drawn in white. Probes whose χ is flagged unreliable for some chamber
+    (``Susceptibility.reliable``; docs/design.md §4) are crossed out in every panel, and the
+    title says how many there are and why.
     """
     rects, _ = probe_extent_grid(result)
     shape = (lattice.height, lattice.width)
@@ -73,13 +75,20 @@ def plot_chi_maps(result: Susceptibility, lattice: Lattice, path: str | Path, ti
     _draw_walls(ax, lattice)
     ax = axes[1, n_obs]
     rhat = np.nanmax(result.rhat, axis=0)
-    im = ax.imshow(_paint(rhat, rects, shape), cmap="coolwarm", vmin=0.98, vmax=1.1)
-    ax.set_title("max split R-hat over chambers")
+    im = ax.imshow(_paint(rhat, rects, shape), cmap="coolwarm", vmin=0.98, vmax=1.2)
+    ax.set_title("max rank-normalised split R-hat over chambers")
     fig.colorbar(im, ax=ax, shrink=0.8)
+    bad = ~result.reliable.all(axis=0)  # [k] probes with an untrustworthy entry
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title or f"walled Ising χ maps — {result.n_chains} chains × {result.n_draws} draws")
+        for r in (rect for rect, b in zip(rects, bad) if b):
+            ax.plot([r.c0 - 0.5, r.c1 - 0.5], [r.r0 - 0.5, r.r1 - 0.5], color="cyan", lw=1)
+            ax.plot([r.c0 - 0.5, r.c1 - 0.5], [r.r1 - 0.5, r.r0 - 0.5], color="cyan", lw=1)
+    title = title or f"walled Ising χ maps — {result.n_chains} chains × {result.n_draws} draws"
+    if bad.any():
+        title += f"\n{int(bad.sum())} of {bad.size} probes crossed out: {result.warning()}"
+    fig.suptitle(title)
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
