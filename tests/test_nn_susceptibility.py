@@ -222,6 +222,8 @@ def test_baker_standard_error_is_calibrated():
     ratio = np.std(est, axis=0, ddof=1) / np.sqrt(np.mean(np.square(se), axis=0))
     assert np.all((0.8 < ratio) & (ratio < 1.25)), ratio
     assert np.all(np.isfinite(s.ess)) and np.all(np.abs(s.rhat - 1) < 0.2)
+    # E_C[φ] ≈ 0.7 ≠ 0: the full run's error is a visible share of the variance, not all of it
+    assert 0.05 < s.meta["full_run_variance_share"] < 0.95
 
 
 def _fitted_token_model(train):

@@ -393,7 +393,10 @@ def component_susceptibility_estimate(
 
     where se_C(p) is the Monte Carlo error of the mean of p over the component run (c held
     fixed; p's per-batch sums are exact polynomials in the shifted power sums) and se_full(ψ)
-    that of c. Degrees of freedom by Welch–Satterthwaite. ``rhat`` is rank-normalised split
+    that of c. Degrees of freedom by Welch–Satterthwaite. ``meta["full_run_variance_share"]`` is
+    the median over entries of E_C[φ]²·se_full(ψ)² / se²: with a share f, giving the full run r
+    times the draws cuts the variance by the factor 1 − f·(1 − 1/r) at the cost of r − 1 more
+    full runs (``full_config`` of :func:`spectro.nn.component_susceptibility`). ``rhat`` is rank-normalised split
     R-hat of p; ``stderr_chains`` combines the spread of per-chain estimates with the full
     run's per-chain spread of ψ. ``observable_mean`` is E_C[φ]; ``field_mean`` is E_C[ψ].
 
@@ -472,7 +475,8 @@ def component_susceptibility_estimate(
         n_chains=C,
         n_draws=component.draws_seen,
         meta={"versions": environment_versions(), "estimator": "baker2025: -(E_C[phi*psi] - E_C[phi]*E_full[psi])",
-              **(meta or {})},
+              "full_run_variance_share": float(np.nanmedian(np.where(var > 0, full_term / var, np.nan)))
+              if np.any(var > 0) else None, **(meta or {})},
         dof=dof,
         flags=flags,
         noise=_split_noise(component, _baker_chi, full),
