@@ -279,8 +279,6 @@ def test_linear_gaussian_8x400_interval_targets(linear_8x400):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="measured 75-88 % unflagged at 8x400 (target 90 %): the stderr of the "
-                   "heavy-tailed u = (phi-mu)(psi-nu) often has < 3 dof (FEW_DOF); docs/calibration.md")
 def test_linear_gaussian_8x400_unflagged_target(linear_8x400):
     _assert_targets(linear_8x400, ("unflagged",))
 
