@@ -1,32 +1,55 @@
 """The ``spectro`` command line.
 
-    spectro ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
-    spectro ising map  --height H --width W --beta B --probe-size P --out DIR ...
-    spectro ising demo [--out DIR]       (the README's main job)
-    spectro nn run  --config FILE --out DIR [--overwrite]   (see spectro.nn.job for the schema)
-    spectro nn demo [--out DIR]
+    spectro [--debug] ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
+    spectro [--debug] ising map  --height H --width W --beta B --probe-size P --out DIR ...
+    spectro [--debug] ising demo [--out DIR]       (the README's main job)
+    spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.nn.job for the schema)
+    spectro [--debug] nn demo [--out DIR]
 
-User errors (bad geometry, bad probe, bad numbers, existing output folder) print one line
-``spectro: error: ...`` and exit with status 2; set SPECTRO_DEBUG=1 for the traceback.
+Every failure the user can cause (bad geometry, probe or numbers, a corrupt or foreign file, an
+output folder that is not spectro's or is in use, too little memory, an unavailable device)
+prints one line ``spectro: error: ...`` and exits with status 2, leaving nothing half-written;
+Ctrl-C exits with status 130 and one line. ``--debug`` (or SPECTRO_DEBUG=1) shows the traceback
+instead. Python warnings are printed as one line ``spectro: warning: ...``. What spectro may
+write, replace or delete is governed by :mod:`spectro.outputs`; JSON output is strict
+(:func:`spectro.io.strict_json`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["main", "UserError"]
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """An error in what the user asked for (printed without a traceback)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that clean-up runs (exit status 143)."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by subprocess tests
+    raise Terminated()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``spectro: error: <subcommand>: <problem>`` and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        where = self.prog.removeprefix("spectro").strip()
+        text = " ".join(f"{where + ': ' if where else ''}{message}".split())
+        self.exit(2, f"spectro: error: {text} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -68,13 +91,15 @@ def _add_sampler_args(p: argparse.ArgumentParser, sweeps: int, chains: int) -> N
     p.add_argument("--device", default="cpu", help="torch device for the torch backend (cpu, cuda, ...)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="snapshot file for resuming (map: default OUT/checkpoint.pt)")
+                   help="snapshot file for resuming (map: default OUT/checkpoint.pt); an existing file must be a "
+                        "spectro snapshot")
     p.add_argument("--checkpoint-every", type=_finite_float, default=60.0, help="seconds between snapshots (default 60)")
     p.add_argument("--resume", action="store_true", help="continue from the snapshot if it exists")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spectro", description="Susceptibilities of trained networks and of the walled Ising model.")
+    parser = _Parser(prog="spectro", description="Susceptibilities of trained networks and of the walled Ising model.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and warnings in full (also SPECTRO_DEBUG=1)")
     sub = parser.add_subparsers(dest="system", required=True)
     ising = sub.add_parser("ising", help="walled Ising model: ground truth for the method")
     isub = ising.add_subparsers(dest="command", required=True)
@@ -83,14 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lattice_args(chi)
     chi.add_argument("--probe", required=True, help="probe rectangle R0:R1,C0:C1 (half-open rows and columns)")
     _add_sampler_args(chi, sweeps=20_000, chains=8)
-    chi.add_argument("--json", action="store_true", help="print one JSON object")
+    chi.add_argument("--json", action="store_true", help="print one JSON object (strict: non-finite numbers are null)")
 
     mp = isub.add_parser("map", help="scan probe rectangles over the lattice; write χ-vector maps (PNG) and numbers")
     _add_lattice_args(mp)
     mp.add_argument("--probe-size", type=_positive_int, required=True, help="probe squares of this side")
     mp.add_argument("--stride", type=_positive_int, default=None, help="distance between probes (default: probe size)")
-    mp.add_argument("--out", type=Path, required=True, help="output folder")
-    mp.add_argument("--overwrite", action="store_true", help="replace results in an existing output folder")
+    mp.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or one spectro made)")
+    mp.add_argument("--overwrite", action="store_true", help="replace spectro's results in an existing output folder")
     _add_sampler_args(mp, sweeps=5_000, chains=8)
 
     demo = isub.add_parser("demo", help="the main job: walled-lattice χ maps + an exact cross-check (about a minute)")
@@ -106,13 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- ising commands
+_MAP_KIND = "ising-map"
+_MAP_FILES = ("chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json")
+
+
 def _lattice(args):
+    from .devices import check_memory
     from .ising import walled_lattice
 
+    check_memory(args.height * args.width * 64.0, f"a {args.height}x{args.width} lattice")
     return walled_lattice(args.height, args.width, args.wall_depth)
 
 
 def _configs(args):
+    from .devices import check_device
     from .ising.samplers import SamplerConfig
     from .ising.susceptibility import RunConfig
 
@@ -123,11 +155,27 @@ def _configs(args):
     if args.sweeps < args.thin * 4:
         raise UserError(f"--sweeps {args.sweeps} gives fewer than 4 draws at --thin {args.thin}")
     sampler = SamplerConfig(sampler=args.sampler, chains=args.chains, seed=args.seed, backend=args.backend, device=args.device)
+    sampler.resolved_backend()  # the numba-on-GPU message comes before the device check
+    check_device(args.device)
     run = RunConfig(draws=args.sweeps // args.thin, thin=args.thin, burn_in=args.burn_in)
     return sampler, run
 
 
+def _check_sampling_memory(args, sampler, run, n_probes: int) -> None:
+    """Refuse chains × lattice × probes that cannot fit in this machine's memory (before allocating)."""
+    from .devices import check_memory
+
+    sites = args.height * args.width
+    per_site_chain = 16 if sampler.resolved_backend() == "numba" else 48
+    m, k = 3, n_probes
+    accumulator = args.chains * m * k * 8 * 16  # a few [C, m, k] float64 moments; the error series has its own budget
+    masks = (m + k) * sites * 9
+    check_memory(args.chains * sites * per_site_chain + accumulator + masks,
+                 f"{args.chains} chains of a {args.height}x{args.width} lattice with {n_probes} probe(s)")
+
+
 def cmd_ising_chi(args) -> int:
+    from .io import dumps
     from .ising import Rect
     from .ising.susceptibility import chamber_susceptibility, exact_chamber_susceptibility
 
@@ -135,14 +183,20 @@ def cmd_ising_chi(args) -> int:
     rect = Rect.parse(args.probe)
     probes = {str(rect): lattice.rect(rect)}
     sampler, run = _configs(args)
+    _check_sampling_memory(args, sampler, run, 1)
     world = _world(args)
+    checkpoint = _checkpointing(args, args.checkpoint)
     t0 = time.perf_counter()
-    res = chamber_susceptibility(lattice, args.beta, probes, sampler, run, progress=not args.no_progress,
-                                 checkpoint=_checkpointing(args, args.checkpoint), world=world)
+    with _locked_if_main(world, [] if checkpoint is None else [checkpoint.path], args.resume), \
+            _interrupt_hint(checkpoint):
+        res = chamber_susceptibility(lattice, args.beta, probes, sampler, run, progress=not args.no_progress,
+                                     checkpoint=checkpoint, world=world)
     seconds = time.perf_counter() - t0
     if not world.is_main:
         return 0
     exact = exact_chamber_susceptibility(lattice, args.beta, probes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = None if exact is None else res.z_scores(exact)
     out = {
         "system": "ising",
         "height": lattice.height,
@@ -155,24 +209,33 @@ def cmd_ising_chi(args) -> int:
         "sweeps": args.sweeps,
         "thin": args.thin,
         "seed": args.seed,
-        "chi": {name: _entry(res, name, str(rect)) for name in res.observables},
+        "chi": {name: res.entry(name, str(rect)) for name in res.observables},
         "exact": None if exact is None else {name: float(exact[i, 0]) for i, name in enumerate(res.observables)},
-        "z": None if exact is None else {name: float(res.z_scores(exact)[i, 0]) for i, name in enumerate(res.observables)},
+        "z": None if z is None else {name: float(z[i, 0]) for i, name in enumerate(res.observables)},
         "seconds": round(seconds, 3),
         "convention": "chi[C] = d<M_C>/dh = beta*Cov(M_C, M_probe), H_h = H - h*M_probe",
     }
     if args.json:
-        print(json.dumps(out))
-    else:
-        print(f"walled Ising {lattice.height}x{lattice.width}, β = {args.beta}, probe {rect}, "
-              f"{args.chains} chains × {run.draws} draws ({args.sampler}, {seconds:.1f} s)")
-        print(f"{'chamber':>8} {'χ':>12} {'± stderr':>10} {'ESS':>8} {'R-hat':>7} {'exact':>12} {'z':>6}")
-        for i, name in enumerate(res.observables):
-            e = out["chi"][name]
-            ex = "" if exact is None else f"{out['exact'][name]:12.5f}"
-            z = "" if exact is None else f"{out['z'][name]:6.2f}"
-            print(f"{name:>8} {e['mean']:12.5f} {e['stderr']:10.5f} {e['ess']:8.0f} {e['rhat']:7.3f} {ex:>12} {z:>6}")
+        print(dumps(out))
+        return 0
+    print(f"walled Ising {lattice.height}x{lattice.width}, β = {args.beta}, probe {rect}, "
+          f"{args.chains} chains × {run.draws} draws ({args.sampler}, {seconds:.1f} s)")
+    print(f"{'chamber':>8} {'χ':>12} {'± stderr':>10} {'ESS':>8} {'R-hat':>7} {'exact':>12} {'z':>6}")
+    for name in res.observables:
+        e = out["chi"][name]
+        ex = "" if exact is None else _fmt(out["exact"][name], "12.5f")
+        zz = "" if z is None else _fmt(out["z"][name], "6.2f")
+        print(f"{name:>8} {_fmt(e['mean'], '12.5f')} {_fmt(e['stderr'], '10.5f')} {_fmt(e['ess'], '8.0f')} "
+              f"{_fmt(e['rhat'], '7.3f')} {ex:>12} {zz:>6}")
     return 0
+
+
+def _fmt(x, spec: str) -> str:
+    """A number in ``spec``, or a dash (right-aligned to the width) when it is missing or not finite."""
+    width = int(spec.split(".")[0] or 0)
+    if x is None or not math.isfinite(x):
+        return f"{'—':>{width}}"
+    return format(x, spec)
 
 
 def _world(args):
@@ -182,7 +245,8 @@ def _world(args):
 
 
 def _checkpointing(args, path: Path | None):
-    from .ising.susceptibility import Checkpointing
+    from .ising.susceptibility import SNAPSHOT_KIND, Checkpointing
+    from .outputs import check_snapshot_target
 
     if path is None:
         if args.resume:
@@ -190,29 +254,56 @@ def _checkpointing(args, path: Path | None):
         return None
     if args.checkpoint_every <= 0:
         raise UserError(f"--checkpoint-every must be > 0 seconds, got {args.checkpoint_every}")
+    if path.parent.is_dir():  # the map's default OUT/checkpoint.pt is checked once OUT exists
+        check_snapshot_target(path, SNAPSHOT_KIND)
+    elif args.checkpoint is not None:
+        raise UserError(f"--checkpoint {path}: folder {path.parent} does not exist")
     return Checkpointing(path=path, every_seconds=args.checkpoint_every, resume=args.resume)
 
 
-def _entry(res, obs: str, field: str) -> dict:
-    e = res.entry(obs, field)
-    return {k: (None if not math.isfinite(v) else v) for k, v in e.items()}
+@contextmanager
+def _locked_if_main(world, targets: list[Path], resume: bool):
+    """Lock ``targets`` for the block (process 0 of a distributed run holds the locks; ``resume``
+    takes over the stale lock of a killed run)."""
+    from .outputs import locked
+
+    if not world.is_main:
+        yield
+        return
+    with locked(*targets, take_over_stale=resume):
+        yield
 
 
-def _prepare_out(out: Path, overwrite: bool, check: bool = True) -> Path:
-    if check and out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} exists and is not empty; pass --overwrite to replace its results")
+@contextmanager
+def _interrupt_hint(checkpoint):
+    """On Ctrl-C or SIGTERM, note on the exception (``hint``) whether and how the run can be resumed."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create output folder {out}: {e.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise UserError(f"output folder {out} is not writable")
-    return out
+        yield
+    except (KeyboardInterrupt, Terminated) as e:
+        if checkpoint is not None and Path(checkpoint.path).is_file():
+            e.hint = f"the last snapshot is {checkpoint.path}; run the same command with --resume to continue"
+        else:
+            e.hint = "nothing was written"
+        raise
+
+
+def _map_run_id(lattice, beta, probe_size, stride, sampler, run) -> str:
+    from dataclasses import asdict
+
+    from .outputs import run_id
+
+    return run_id({"lattice": [lattice.height, lattice.width, int(np.sum(lattice.regions["left"][:, 0]))],
+                   "beta": beta, "probe_size": probe_size, "stride": stride, "sampler": asdict(sampler),
+                   "run": asdict(run)})
 
 
 def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "",
             checkpoint=None, world=None) -> dict | None:
-    """χ maps for a probe grid; writes chi_map.npz, chi_map.json, chi_map.png into ``out`` (rank 0)."""
+    """χ maps for a probe grid; writes chi_map.npz, chi_map.json, chi_map.png into ``out`` (rank 0).
+
+    The three files are written into a hidden stage inside ``out`` and moved into place together
+    at the end, so a failure leaves the previous results (or none), never a mix.
+    """
     from .analysis.ising_maps import plot_chi_maps
     from .io import write_json
     from .ising.susceptibility import chamber_susceptibility, probe_grid
@@ -224,8 +315,9 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
     if world is not None and not world.is_main:
         return None
     res.meta["seconds"] = seconds
-    res.save(out / "chi_map.npz")
-    plot_chi_maps(res, lattice, out / "chi_map.png", title=title)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN diagnostics become null below
+        max_rhat, min_ess = float(np.nanmax(res.rhat)), float(np.nanmin(res.ess))
     summary = {
         "beta": beta,
         "height": lattice.height,
@@ -235,93 +327,227 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
         "chains": res.n_chains,
         "draws": res.n_draws,
         "seconds": seconds,
-        "max_rhat": float(np.nanmax(res.rhat)),
-        "min_ess": float(np.nanmin(res.ess)),
-        "chi": {obs: {f: _entry(res, obs, f) for f in res.fields} for obs in res.observables},
+        "max_rhat": max_rhat,
+        "min_ess": min_ess,
+        "chi": {obs: {f: res.entry(obs, f) for f in res.fields} for obs in res.observables},
     }
-    write_json(out / "chi_map.json", summary)
+    with _staged_files(out) as stage:
+        res.save(stage / "chi_map.npz")
+        plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
+        write_json(stage / "chi_map.json", summary)
     return summary
+
+
+@contextmanager
+def _staged_files(out: Path):
+    """A hidden folder inside ``out`` whose files are moved into ``out`` when the block succeeds
+    (and which is removed either way)."""
+    import shutil
+    import tempfile
+
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".stage-", suffix=".tmp"))
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _map_folder(out: Path, overwrite: bool, resume: bool, rid: str, world, extra_locks=()):
+    """The output folder of ``ising map``/``ising demo`` (claimed and locked by process 0)."""
+    from .outputs import KINDS, RunFolder
+
+    return RunFolder(out, _MAP_KIND, KINDS[_MAP_KIND], overwrite=overwrite, resume=resume, run=rid,
+                     result_files=_MAP_FILES[:3], extra_locks=extra_locks, active=world.is_main)
+
+
+def _remove_snapshots(checkpoint, world_size: int) -> None:
+    """Delete the run's snapshot files (process 0 after the results are written)."""
+    for r in range(max(world_size, 1)):
+        checkpoint.file(r).unlink(missing_ok=True)
+    stray = Path(checkpoint.path)
+    for f in stray.parent.glob(stray.name + ".rank*"):  # snapshots of an earlier run with more processes
+        if f.name[len(stray.name) + 5:].isdigit():
+            f.unlink(missing_ok=True)
+
+
+def _probe_count(lattice, size: int, stride: int | None) -> int:
+    """How many probes :func:`probe_grid` makes (without making them; its errors for a probe that does not fit)."""
+    from .ising.susceptibility import probe_grid
+
+    if size > lattice.height or size > lattice.width:
+        probe_grid(lattice, size, stride)  # raises, naming the problem
+    step = stride or size
+    return ((lattice.height - size) // step + 1) * ((lattice.width - size) // step + 1)
 
 
 def cmd_ising_map(args) -> int:
     lattice = _lattice(args)
     sampler, run = _configs(args)
+    _check_sampling_memory(args, sampler, run, _probe_count(lattice, args.probe_size, args.stride))
     world = _world(args)
-    out = _prepare_out(args.out, args.overwrite or args.resume, check=world.is_main)
-    checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
-    s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
-                checkpoint=checkpoint, world=world)
-    if s is None:
-        return 0
-    for snap in out.glob(checkpoint.file(0).name + "*"):  # the result is written; snapshots are no longer needed
-        snap.unlink(missing_ok=True)
+    rid = _map_run_id(lattice, args.beta, args.probe_size, args.stride, sampler, run)
+    outside = args.checkpoint is not None and args.out.resolve() not in args.checkpoint.resolve().parents
+    if outside:
+        _checkpointing(args, args.checkpoint)  # checked (and locked) apart from the output folder
+    with _map_folder(args.out, args.overwrite, args.resume, rid, world, [args.checkpoint] if outside else []) as folder:
+        out = folder.path
+        checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
+        with _interrupt_hint(checkpoint):
+            s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
+                        checkpoint=checkpoint, world=world)
+        if s is None:
+            return 0
+        folder.commit(_MAP_FILES[:3])
+        _remove_snapshots(checkpoint, world.size)
     print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json  ({s['n_probes']} probes, "
-          f"{s['seconds']:.1f} s, max R-hat {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f})")
+          f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
 
 
 def cmd_ising_demo(args) -> int:
     """Walled 64x64 lattice at β = 0.43: χ maps over 4x4 probes, and a 12x12 exact cross-check."""
+    from .engine.distributed import World
     from .io import write_json
     from .ising import walled_lattice
     from .ising.samplers import SamplerConfig
     from .ising.susceptibility import RunConfig, chamber_susceptibility, exact_chamber_susceptibility, probe_grid
 
-    out = _prepare_out(args.out, True)
     progress = not args.no_progress
-    print("1/2  exact cross-check: walled 12x12 lattice, β = 0.4, 3x3 probes, vs the transfer matrix")
-    small = walled_lattice(12, 12)
-    probes = probe_grid(small, 3, 3)
-    sampler = SamplerConfig(sampler="metropolis", chains=8, seed=args.seed)
-    res = chamber_susceptibility(small, 0.4, probes, sampler, RunConfig(draws=20_000), progress=progress)
-    exact = exact_chamber_susceptibility(small, 0.4, probes)
-    z = res.z_scores(exact)
-    check = {
-        "lattice": "walled 12x12, wall depth 8",
-        "beta": 0.4,
-        "n_probes": len(probes),
-        "max_abs_z": float(np.max(np.abs(z))),
-        "rms_z": float(np.sqrt(np.mean(z**2))),
-        "entries": {f"{o}|{f}": {"mc": float(res.chi[i, a]), "stderr": float(res.stderr[i, a]), "exact": float(exact[i, a])}
-                    for i, o in enumerate(res.observables) for a, f in enumerate(res.fields)},
-    }
-    write_json(out / "exact_check.json", check)
-    print(f"     {3 * len(probes)} χ entries: max |z| = {check['max_abs_z']:.2f}, rms z = {check['rms_z']:.2f} "
-          f"(expected ~1 if the sampler and error bars are right)")
-    print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
-    big = walled_lattice(64, 64)
-    s = run_map(big, 0.43, 4, None, SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000), out, progress,
-                title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
+    big, sampler, run = walled_lattice(64, 64), SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000)
+    rid = _map_run_id(big, 0.43, 4, None, sampler, run)
+    with _map_folder(args.out, True, False, rid, World()) as folder, _interrupt_hint(None):
+        out = folder.path
+        print("1/2  exact cross-check: walled 12x12 lattice, β = 0.4, 3x3 probes, vs the transfer matrix")
+        small = walled_lattice(12, 12)
+        probes = probe_grid(small, 3, 3)
+        res = chamber_susceptibility(small, 0.4, probes, SamplerConfig(sampler="metropolis", chains=8, seed=args.seed),
+                                     RunConfig(draws=20_000), progress=progress)
+        exact = exact_chamber_susceptibility(small, 0.4, probes)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = res.z_scores(exact)
+        check = {
+            "lattice": "walled 12x12, wall depth 8",
+            "beta": 0.4,
+            "n_probes": len(probes),
+            "max_abs_z": float(np.max(np.abs(z))),
+            "rms_z": float(np.sqrt(np.mean(z**2))),
+            "entries": {f"{o}|{f}": {"mc": float(res.chi[i, a]), "stderr": float(res.stderr[i, a]), "exact": float(exact[i, a])}
+                        for i, o in enumerate(res.observables) for a, f in enumerate(res.fields)},
+        }
+        print(f"     {3 * len(probes)} χ entries: max |z| = {check['max_abs_z']:.2f}, rms z = {check['rms_z']:.2f} "
+              f"(expected ~1 if the sampler and error bars are right)")
+        print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
+        s = run_map(big, 0.43, 4, None, sampler, run, out, progress,
+                    title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
+        write_json(out / "exact_check.json", check)
+        folder.commit(_MAP_FILES)
     print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json, exact_check.json "
-          f"(max R-hat {s['max_rhat']:.3f}, min ESS {s['min_ess']:.0f})")
+          f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
 
 
 COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("ising", "demo"): cmd_ising_demo}
 
 
+# ---------------------------------------------------------------------------- errors, warnings, main
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def _user_message(e: BaseException) -> str | None:
+    """The one-line message of an error the user caused, or None for an internal error (a bug)."""
+    from .nn.posterior import DivergenceError
+
+    if _is_out_of_memory(e):
+        return f"not enough memory for this run ({_one_line(e) or type(e).__name__}); use fewer chains or a smaller problem"
+    if isinstance(e, OSError):
+        what = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        return f"{what}{e.strerror or _one_line(e)}"
+    if isinstance(e, (ValueError, DivergenceError)):
+        return _one_line(e)
+    return None
+
+
+@contextmanager
+def _one_line_warnings(debug: bool):
+    """Print Python warnings as ``spectro: warning: ...`` (no source line) while the command runs."""
+    if debug:
+        yield
+        return
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"spectro: warning: {_one_line(message)}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+@contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` while the command runs (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return the exit status (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM, 1 internal error)."""
+    from .outputs import set_command
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse has printed usage and the error
+    except SystemExit as e:  # argparse has printed the one-line error (or the help)
         return int(e.code or 0)
+    debug = args.debug or os.environ.get("SPECTRO_DEBUG", "") not in ("", "0")
     if args.system == "nn":
         from .nn.cli import NN_COMMANDS
 
         handler = NN_COMMANDS[(args.system, args.command)]
     else:
         handler = COMMANDS[(args.system, args.command)]
-    from .engine import MomentError
-    from .ising.lattice import LatticeError
-
-    try:
-        return handler(args)
-    except (UserError, LatticeError, MomentError, ValueError, FileExistsError, PermissionError) as e:
-        if os.environ.get("SPECTRO_DEBUG"):
-            raise
-        print(f"spectro: error: {e}", file=sys.stderr)
-        return 2
+    set_command(argv)
+    with _one_line_warnings(debug), _sigterm_raises():
+        try:
+            return handler(args)
+        except (KeyboardInterrupt, Terminated) as e:
+            if debug:
+                raise
+            what, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+            print(f"spectro: {what}; {getattr(e, 'hint', 'stopped')}", file=sys.stderr)
+            return code
+        except Exception as e:  # noqa: BLE001 - the single place that turns exceptions into exit codes
+            if debug:
+                raise
+            message = _user_message(e)
+            if message is None:
+                print(f"spectro: error: internal error ({type(e).__name__}: {_one_line(e)}); "
+                      "run with --debug for the traceback and report it", file=sys.stderr)
+                return 1
+            print(f"spectro: error: {message}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

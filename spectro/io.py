@@ -1,15 +1,28 @@
-"""Atomic file writes: a result file is either the old one or the complete new one, never half."""
+"""Atomic file writes and strict JSON.
+
+A result file is either the old one or the complete new one, never half; it gets the ordinary
+permissions of a new file (0666 minus the umask), not the private ones of a temporary file.
+JSON is strict (RFC 8259): NaN and ±Infinity become ``null``, and an object that held one gets
+a reason ``"why": "non-finite"`` (unless it already has a ``why``), see :func:`strict_json`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "write_json", "write_text", "strict_json", "dumps"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -18,6 +31,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     ``suffix`` lets writers that insist on an extension (``np.savez``, matplotlib) see it.
+    The file gets mode ``0o666 & ~umask`` (``mkstemp`` would leave it 0600).
     """
     path = Path(path)
     if not path.parent.exists():
@@ -29,6 +43,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -42,17 +57,48 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:
-    """Atomically write JSON (indented, NaN written as null-safe strings are the caller's job)."""
-    write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """Atomically write strict JSON (indented; non-finite numbers become null, see :func:`strict_json`)."""
+    write_text(path, dumps(obj, indent=2) + "\n")
 
 
-def _jsonable(x: object) -> object:
+def dumps(obj: object, **kwargs) -> str:
+    """``json.dumps`` of :func:`strict_json` ``(obj)`` with ``allow_nan=False`` (it can never emit NaN)."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
+
+
+def strict_json(obj: object) -> object:
+    """A copy of ``obj`` that strict JSON can hold.
+
+    NumPy arrays and scalars become lists and Python numbers, paths strings; a non-finite float
+    becomes None, and a dict with such a value (directly, or inside a list value) gets
+    ``"why": "non-finite"`` unless it already explains itself with a ``why``.
+    """
+    return _clean(obj)[0]
+
+
+def _clean(x: object) -> tuple[object, bool]:
+    """(cleaned value, whether a non-finite number was replaced at this level or in a list below)."""
     import numpy as np
 
     if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
+        x = x.tolist()
+    elif isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x, False
+    if isinstance(x, float):
+        return (x, False) if math.isfinite(x) else (None, True)
+    if isinstance(x, dict):
+        out, bad = {}, False
+        for k, v in x.items():
+            out[k if isinstance(k, str) else str(k)], b = _clean(v)
+            bad |= b
+        if bad and out.get("why") is None:
+            out["why"] = "non-finite"
+        return out, False
+    if isinstance(x, (list, tuple)):
+        items = [_clean(v) for v in x]
+        return [v for v, _ in items], any(b for _, b in items)
     if isinstance(x, Path):
-        return str(x)
+        return str(x), False
     raise TypeError(f"cannot write {type(x).__name__} to JSON")

@@ -21,7 +21,7 @@ def test_chi_json_contract_and_exact_agreement(capsys):
         assert set(out["chi"][name]) >= {"mean", "stderr"}
         z = (out["chi"][name]["mean"] - out["exact"][name]) / out["chi"][name]["stderr"]
         assert abs(z) < 4 and abs(z - out["z"][name]) < 1e-9
-    # DESIGN.md reference: walled 8x8, β = 0.4; the probe is the lower chamber, so χ_{A,C} = β·Cov[A, C]
+    # docs/design.md §5 reference: walled 8x8, β = 0.4; the probe is the lower chamber, so χ_{A,C} = β·Cov[A, C]
     assert out["exact"]["left"] == pytest.approx(0.4 * 36.81437903, rel=1e-8)
     assert out["exact"]["lower"] == pytest.approx(0.4 * 141.25634747, rel=1e-8)
     assert out["wall_depth"] == 5 and out["probe"] == "5:8,0:8"
@@ -46,7 +46,9 @@ def test_map_writes_png_npz_json(tmp_path, capsys):
     out = tmp_path / "map"
     assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
                  "--sweeps", "1000", "--chains", "4", "--out", str(out), "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "chi_map.json"}
+    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "chi_map.json", ".spectro-run.json"}
+    marker = json.loads((out / ".spectro-run.json").read_text())  # the folder is recognisably spectro's
+    assert marker["kind"] == "ising-map" and marker["results"] and "chi_map.npz" in marker["files"]
     res = Susceptibility.load(out / "chi_map.npz")
     assert res.chi.shape == (3, 9) and np.all(np.isfinite(res.stderr))
     summary = json.loads((out / "chi_map.json").read_text())

@@ -318,9 +318,15 @@ def read_manifest(path: str | os.PathLike | None = None) -> dict[str, Any]:
             f"{root} is not a corpus folder (no {MANIFEST}); build one with "
             f"`python experiments/build_corpus.py {root}`"
         )
-    manifest = json.loads(f.read_text())
-    if manifest.get("format") != _FORMAT:
+    try:
+        manifest = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CorpusError(f"{f} is not valid JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        manifest = manifest if isinstance(manifest, dict) else {}
         raise CorpusError(f"{f} has format {manifest.get('format')!r}, expected {_FORMAT!r}")
+    if not isinstance(manifest.get("domains"), dict):
+        raise CorpusError(f"{f} has no 'domains' table")
     return manifest
 
 
@@ -344,7 +350,10 @@ def load_corpus(
     bad = [d for d in chosen if d not in available]
     if bad:
         raise CorpusError(f"domains {bad} are not in {root}; it has {available}")
-    data_files = {s: [str(root / manifest["domains"][d][s]["file"]) for d in chosen] for s in SPLITS}
+    try:
+        data_files = {s: [str(root / manifest["domains"][d][s]["file"]) for d in chosen] for s in SPLITS}
+    except (KeyError, TypeError) as e:
+        raise CorpusError(f"{root / MANIFEST}: domain entries need {'/'.join(SPLITS)} tables with a 'file' ({e!r} missing)") from None
     for files in data_files.values():
         for f in files:
             if not Path(f).is_file():
@@ -352,4 +361,44 @@ def load_corpus(
     kwargs: dict[str, Any] = {"data_files": data_files}
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
-    return load_dataset("json", **kwargs)
+    try:
+        with _quiet_datasets_log():
+            return load_dataset("json", **kwargs)
+    except Exception as e:  # noqa: BLE001 - datasets/pyarrow wrap a bad line in their own error types
+        for files in data_files.values():
+            for f in files:
+                _check_jsonl(Path(f))
+        raise CorpusError(f"cannot read the corpus files of {root} ({' '.join(str(e).split())})") from None
+
+
+def _check_jsonl(path: Path) -> None:
+    """Raise CorpusError naming the file and line when ``path`` is not one JSON object with a text per line."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError as e:
+                    raise CorpusError(f"corpus file {path}, line {n}: not valid JSON ({e})") from None
+                if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
+                    raise CorpusError(f"corpus file {path}, line {n}: expected an object with a string 'text'")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"corpus file {path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus file {path}: {e.strerror or e}") from None
+
+
+class _quiet_datasets_log:
+    """Silence the ``datasets`` logger (it logs a parse error before raising; we report it in one line)."""
+
+    def __enter__(self):
+        import logging
+
+        self.logger = logging.getLogger("datasets")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.CRITICAL)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)

@@ -99,13 +99,20 @@ def save_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """Load a ``tokenizer.json`` (a folder holding one is accepted too)."""
+    """Load a ``tokenizer.json`` (a folder holding one is accepted too).
+
+    Raises FileNotFoundError when there is none and ValueError (naming the file) when it is not
+    a tokenizer the ``tokenizers`` library can read.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception
+        raise ValueError(f"tokenizer file {path} is not a valid tokenizer.json ({' '.join(str(e).split())})") from None
 
 
 def fingerprint(tokenizer: Tokenizer) -> TokenizerFingerprint:

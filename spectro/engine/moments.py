@@ -10,9 +10,9 @@ Nothing here stores draws. For every chain c the accumulator keeps *shifted powe
 
 Draw t of a run of ``n_draws`` falls in batch ``floor(t·B / n_draws)`` (B batches of equal
 size ±1). The batch sums are the *series* the error estimate works on (Geyer's autocorrelation
-estimate in :mod:`spectro.engine.diagnostics`): by default B = n_draws (one point per draw) while
-the batch tensors fit ``series_budget_mb`` (default 256 MiB), coarser batches beyond — the memory
-then stays fixed however long the run is. Non-finite values are counted per chain and entry
+estimate in :mod:`spectro.engine.diagnostics`): by default B = n_draws (one point per draw) up to
+4,096 points per chain and while the batch tensors fit ``series_budget_mb`` (default 256 MiB),
+coarser equal batches beyond — memory (and snapshot size) then stay fixed however long the run. Non-finite values are counted per chain and entry
 (flagged downstream, never passed off as a number). Why power sums and not Welford updates: with a fixed shift per chain, sums are
 *additive*, so (i) two segments of one chain (a resumed run) merge by addition, (ii) chains on
 different processes merge by an all-reduce SUM of zero-padded tensors, (iii) every quantity the
@@ -42,6 +42,7 @@ _CHAIN_KEYS = ("n", "sa", "sb", "saa", "sbb", "sab", "saab", "sabb", "saabb", "s
 _BATCH_KEYS = ("bn", "bsa", "bsb", "bsab")
 _COUNT_KEYS = ("bad_a", "bad_b")  # non-finite counts [C, m], [C, k]
 DEFAULT_SERIES_BUDGET_MB = 256.0
+MAX_SERIES_POINTS = 4096  # per chain: Geyer on 4,096 batch means loses nothing against per-draw points
 MIN_BATCHES = 8
 
 
@@ -104,7 +105,7 @@ class MomentAccumulator:
         """Points per chain of the error series: ``n_batches`` if given, else the finest that fits."""
         per_point = C * (m * k + m + k + 1) * 8
         if n_batches is None:
-            fit = int(min(budget_mb * 2**20 // per_point, n_draws))
+            fit = int(min(budget_mb * 2**20 // per_point, n_draws, MAX_SERIES_POINTS))
             if fit < 1:
                 raise MomentError(
                     f"a series budget of {budget_mb} MiB does not hold one batch of {C} chains x {m} observables "

@@ -20,8 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility
+from ..engine.moments import DEFAULT_SERIES_BUDGET_MB
 from ..engine.distributed import World, all_reduce_accumulator, chain_block, current_world
-from ..io import atomic_path
+from ..outputs import OutputError, check_snapshot_target, load_snapshot, save_snapshot
 from .lattice import CHAMBERS, Lattice, LatticeError, Rect
 from .samplers import IsingSampler, SamplerConfig
 
@@ -30,6 +31,7 @@ __all__ = [
     "TRANSFER_MATRIX_MAX_WIDTH", "ENUMERATION_MAX_SITES",
 ]
 
+SNAPSHOT_KIND = "ising-chains"
 TRANSFER_MATRIX_MAX_WIDTH = 14
 ENUMERATION_MAX_SITES = 20
 
@@ -37,21 +39,26 @@ ENUMERATION_MAX_SITES = 20
 @dataclass(frozen=True)
 class RunConfig:
     """How long to sample. ``draws`` per chain, each after ``thin`` sweeps; ``burn_in`` sweeps first
-    (default: a tenth of draws·thin). ``batches`` sets the batch-means standard errors."""
+    (default: a tenth of draws·thin). ``batches``: points per chain of the error-estimate series
+    (None: one per draw within the engine's memory budget, docs/design.md §4)."""
 
     draws: int = 10_000
     thin: int = 1
     burn_in: int | None = None
-    batches: int = 20
+    batches: int | None = None
     block: int = 1000  # draws handed to the engine at once (memory ~ block·chains·regions)
 
     def __post_init__(self) -> None:
         for name in ("draws", "thin", "batches", "block"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if name == "batches" and v is None:
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if self.draws < 4:
             raise ValueError(f"need at least 4 draws for error bars, got {self.draws}")
+        if self.batches is not None and self.batches > self.draws:
+            raise ValueError(f"batches ({self.batches}) exceeds draws ({self.draws}): a batch must hold a draw")
         if self.burn_in is not None and (not isinstance(self.burn_in, int) or self.burn_in < 0):
             raise ValueError(f"burn_in must be a non-negative integer, got {self.burn_in!r}")
 
@@ -118,12 +125,16 @@ def chamber_susceptibility(
     start, stop = chain_block(sampler.chains, world)
     local = replace(sampler, chains=stop - start, chain_offset=sampler.chain_offset + start)
     chain_sampler = IsingSampler(lattice, beta, local)
-    acc = MomentAccumulator(local.chains, m, k, run.draws, n_batches=run.batches)
+    points = MomentAccumulator.series_points(sampler.chains, m, k, run.draws, run.batches, DEFAULT_SERIES_BUDGET_MB)
+    acc = MomentAccumulator(local.chains, m, k, run.draws, n_batches=points)  # same series on every rank
     position = {"burned": 0, "drawn": 0}
     fingerprint = {"beta": beta, "lattice": lattice.height * 1000 + lattice.width, "probes": list(probes),
                    "sampler": asdict(local), "run": asdict(run)}
-    if checkpoint is not None and checkpoint.resume and checkpoint.file(world.rank).exists():
-        position = _load_snapshot(checkpoint.file(world.rank), fingerprint, chain_sampler, acc)
+    if checkpoint is not None:
+        own = checkpoint.file(world.rank)
+        check_snapshot_target(own, SNAPSHOT_KIND)  # never replaces a file that is not a spectro snapshot
+        if checkpoint.resume and own.exists():
+            position = _load_snapshot(own, fingerprint, chain_sampler, acc)
 
     total = run.burn_in_sweeps + run.draws * run.thin
     bar = tqdm(total=total, unit="sweep", disable=not (progress and world.is_main),
@@ -168,18 +179,29 @@ def chamber_susceptibility(
 
 def _save_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator, position: dict) -> None:
     state = {"fingerprint": fingerprint, "sampler": sampler.state_dict(), "accumulator": acc.state_dict(), "position": dict(position)}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    save_snapshot(path, SNAPSHOT_KIND, state)
 
 
 def _load_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator) -> dict:
-    state = torch.load(path, weights_only=False)
-    if state.get("fingerprint") != fingerprint:
+    state = load_snapshot(path, SNAPSHOT_KIND, what="checkpoint")
+    if _canonical(state.get("fingerprint")) != _canonical(fingerprint):
         raise ValueError(f"checkpoint {path} belongs to a different run (lattice, β, probes or settings differ); "
                          "remove it or run without --resume")
-    sampler.load_state_dict(state["sampler"])
-    acc.load_state_dict(state["accumulator"])
-    return dict(state["position"])
+    try:
+        sampler.load_state_dict(state["sampler"])
+        acc.load_state_dict(state["accumulator"])
+        return {"burned": int(state["position"]["burned"]), "drawn": int(state["position"]["drawn"])}
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise OutputError(f"checkpoint {path} is damaged ({' '.join(str(e).split())}); remove it or run without --resume") from None
+
+
+def _canonical(obj):
+    """Tuples and lists compare equal (a snapshot stores what it was given)."""
+    if isinstance(obj, dict):
+        return {k: _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    return obj
 
 
 def exact_chamber_susceptibility(

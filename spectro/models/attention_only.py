@@ -418,12 +418,23 @@ def load_checkpoint(
     for f in (CONFIG_FILE, MODEL_FILE):
         if not (folder / f).is_file():
             raise CheckpointError(f"checkpoint {folder} has no {f}")
-    meta = json.loads((folder / CONFIG_FILE).read_text())
-    if meta.get("format") != _FORMAT:
-        raise CheckpointError(f"{folder / CONFIG_FILE} has format {meta.get('format')!r}, expected {_FORMAT!r}")
-    cfg = AttentionOnlyConfig.from_dict(meta["model"])
+    try:
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE} is not valid JSON ({' '.join(str(e).split())})") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{folder / CONFIG_FILE} has format {found!r}, expected {_FORMAT!r}")
+    try:
+        cfg = AttentionOnlyConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: bad model config ({' '.join(str(e).split())})") from None
     model = AttentionOnlyTransformer(cfg, seed=0)
-    tensors = load_file(str(folder / MODEL_FILE), device=str(map_location))
+    try:
+        tensors = load_file(str(folder / MODEL_FILE), device=str(map_location))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError)
+        raise CheckpointError(f"{folder / MODEL_FILE} is not a readable safetensors file, corrupt or truncated "
+                              f"({' '.join(str(e).split())})") from None
     expected = dict(model.named_parameters())
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or unexpected:
@@ -439,7 +450,10 @@ def load_checkpoint(
     if (folder / TOKENIZER_FILE).is_file():
         from ..data.tokenizer import check_tokenizer, load_tokenizer
 
-        tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
+        try:
+            tokenizer = load_tokenizer(folder / TOKENIZER_FILE)
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
         if "tokenizer" in meta:
             check_tokenizer(tokenizer, meta["tokenizer"], what=f"checkpoint {folder}")
         if tokenizer.get_vocab_size() != cfg.vocab_size:

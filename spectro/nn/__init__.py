@@ -7,14 +7,16 @@ Sign convention (docs/design.md §2): ``χ(φ) = −Cov_β(φ, ΔL) = (1/nβ)·�
 from .config import SamplerConfig, default_nbeta
 from .fields import SampleUpweighting, SubsetFields, TokenPointMasses
 from .observables import MeanLoss, PerSampleLoss, PerTokenLoss
-from .posterior import DivergenceError, Draw, LocalizedPosterior, LossShapeError, SamplingResult
+from .posterior import (DataMismatchError, DivergenceError, Draw, LocalizedPosterior, LossShapeError, NonFiniteLossError,
+                        SamplingResult)
 from .probes import ProbeSet, Selection
 from .restrictions import Restriction, attention_head
 from .susceptibility import baker_susceptibility, component_susceptibility, run_susceptibility, sample_moments
 
 __all__ = [
     "SamplerConfig", "default_nbeta",
-    "LocalizedPosterior", "Draw", "SamplingResult", "DivergenceError", "LossShapeError",
+    "LocalizedPosterior", "Draw", "SamplingResult", "DivergenceError", "LossShapeError", "NonFiniteLossError",
+    "DataMismatchError",
     "Restriction", "attention_head",
     "ProbeSet", "Selection",
     "PerSampleLoss", "PerTokenLoss", "MeanLoss",

@@ -8,7 +8,9 @@
 
 The config schema and the results folder are documented in :mod:`spectro.nn.job`. User errors
 (bad config, missing checkpoint, mismatched tokenizer, existing output folder, a chain that
-diverges) print one line ``spectro: error: ...`` and exit with status 2.
+diverges) print one line ``spectro: error: ...`` and exit with status 2. ``--out`` and
+``--checkpoint`` must be new, empty or spectro's own folders, and are locked while the job runs
+(:mod:`spectro.outputs`); ``--overwrite`` replaces only the files spectro wrote.
 
 ``nn run`` snapshots itself every 60 s into ``OUT.checkpoint/`` (:mod:`spectro.nn.resume`);
 after a kill (SIGKILL, SIGTERM, Ctrl-C) the same command with ``--resume`` continues from the
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 import time
@@ -72,13 +73,13 @@ def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) ->
     try:
         path = run_job(config, out, overwrite=overwrite, progress=progress, checkpoint=checkpoint)
     except DivergenceError as e:
-        if os.environ.get("SPECTRO_DEBUG"):
-            raise
-        raise ConfigError(f"sampling diverged ({e}); nothing was written") from None
+        raise ConfigError(f"sampling diverged ({e}); nothing was written") from e
     except (KeyboardInterrupt, _Terminated) as e:
         code = 130 if isinstance(e, KeyboardInterrupt) else 143
-        how = (f"snapshots are in {checkpoint.folder}; run the same command with --resume to continue"
-               if checkpoint is not None else "nothing was written (checkpointing was off)")
+        if checkpoint is not None and (Path(checkpoint.folder) / "job.json").is_file():
+            how = f"snapshots are in {checkpoint.folder}; run the same command with --resume to continue"
+        else:
+            how = "nothing was written" + ("" if checkpoint is not None else " (checkpointing was off)")
         print(f"spectro: interrupted; {how}", file=sys.stderr)
         return code
     finally:
@@ -86,7 +87,9 @@ def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) ->
     if not current_world().is_main:
         return 0
     print(summary_table(path))
-    names = sorted(p.name for p in path.iterdir())
+    from ..outputs import read_marker
+
+    names = (read_marker(path) or {}).get("files") or []
     print(f"wrote {path}/: {', '.join(names)}  ({time.perf_counter() - t0:.0f} s)")
     return 0
 
@@ -112,8 +115,9 @@ def cmd_nn_run(args: argparse.Namespace) -> int:
 
 
 def cmd_nn_demo(args: argparse.Namespace) -> int:
-    from .job import DEMO_CONFIG
+    from .job import DEMO_CONFIG, _check_output
 
+    _check_output(args.out, True, None)  # a foreign or busy --out fails before the banner
     print("spectro nn demo: builtin:tiny (d_model 64, 2 layers x 4 heads, vocab 1024, context 32; trained on the fixture "
           "corpus once and cached), per-token susceptibilities of every head and of the full model", file=sys.stderr)
     return _run(DEMO_CONFIG, args.out, True, not args.no_progress)

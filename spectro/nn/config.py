@@ -141,6 +141,10 @@ class SamplerConfig:
             raise ValueError(f"max_loss_increase must be > 0, got {self.max_loss_increase}")
         if not isinstance(self.master_dtype, torch.dtype) or not self.master_dtype.is_floating_point:
             raise ValueError(f"master_dtype must be a floating torch.dtype, got {self.master_dtype!r}")
+        _representable(self, ("epsilon", "gamma", "nbeta", "rmsprop_delta", "max_loss_increase"))
+        from ..devices import check_device
+
+        check_device(self.device)
 
     @property
     def total_steps(self) -> int:
@@ -156,6 +160,16 @@ class SamplerConfig:
         d = asdict(self)
         d["master_dtype"] = str(self.master_dtype).removeprefix("torch.")
         return d
+
+
+def _representable(cfg: "SamplerConfig", names: tuple[str, ...]) -> None:
+    """Raise ValueError when a number overflows the master dtype (it would become inf in the sampler)."""
+    top = torch.finfo(cfg.master_dtype).max
+    name = str(cfg.master_dtype).removeprefix("torch.")
+    for key in names:
+        v = getattr(cfg, key)
+        if v is not None and abs(v) > top:
+            raise ValueError(f"{key}={v:g} overflows the master dtype {name} (largest {top:.3g})")
 
 
 def _finite(name: str, value: float) -> None:

@@ -16,7 +16,7 @@ non-overlapping windows of the train split, spread evenly over the domains (n = 
 so the default nβ is n/log n); the ``base`` probe group (q) is ``probes.base`` of those windows,
 spread evenly; each domain's probe group (q') is ``per_domain`` windows of ``probes.split``.
 
-Estimators (DESIGN.md §2). Fields ψ are data perturbations against the base distribution q
+Estimators (docs/design.md §2). Fields ψ are data perturbations against the base distribution q
 (the ``base`` probe group): ``ψ = ΔL = L(q') − L(q)``. For every component C:
 
 * the observable ``component_loss`` is Baker et al.'s φ_C = L̄(w) − L̄(w*) (L̄ = mean loss on
@@ -93,12 +93,12 @@ snapshots an interrupted job needs for ``--resume``, see :mod:`spectro.nn.resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections import Counter
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -178,7 +178,7 @@ _SAMPLER_KEYS = {
     "method": "str", "epsilon": "float", "gamma": "float", "nbeta": "float?", "chains": "int", "draws": "int",
     "burn_in": "int", "steps_per_draw": "int", "batch_size": "int?", "seed": "int", "chain_offset": "int",
     "rmsprop_alpha": "float", "rmsprop_delta": "float", "device": "str", "master_dtype": "str",
-    "eval_batch_size": "int", "n_batches": "int", "health_every": "int", "max_loss_increase": "float",
+    "eval_batch_size": "int", "n_batches": "int?", "health_every": "int", "max_loss_increase": "float",
 }
 _OBS_TYPES = ("component_loss", "mean_loss", "per_sample_loss", "per_token_loss")
 _FIELD_TYPES = ("tokens", "subset", "upweight")
@@ -206,6 +206,8 @@ class JobConfig:
     def load(cls, path: str | os.PathLike) -> "JobConfig":
         """Read a ``.json`` or ``.toml`` file (by extension; anything else is tried as JSON)."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; give the .json or .toml file")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -294,9 +296,9 @@ class JobConfig:
                 sampler[key] = s.number(key, nullable=nullable)
             else:
                 sampler[key] = s.string(key)
-        sc = _sampler_config(sampler)  # validates values
-        if sc.draws < 4:
-            raise ConfigError(f"sampler.draws: need at least 4 draws per chain (standard errors and R-hat), got {sc.draws}")
+        if isinstance(sampler.get("draws"), int) and sampler["draws"] < 4:
+            raise ConfigError(f"sampler.draws: need at least 4 draws per chain (standard errors and R-hat), got {sampler['draws']}")
+        _sampler_config(sampler)  # validates values
 
         threads = top.integer("threads", minimum=1)
         e = _Table(top.get("export", {}), "export")
@@ -504,7 +506,11 @@ class _Table:
         if present:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ConfigError(f"{self._p(key)}: expected a number, got {_typename(v)} {v!r}")
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:
+                raise ConfigError(f"{self._p(key)}: an integer of about 10^{int(abs(v).bit_length() * 0.30103)} is too "
+                                  "large for a floating-point number") from None
         return v
 
     def list(self, key: str, *, required: bool = False, default: list | None = None, nonempty: bool = False) -> list | None:
@@ -556,7 +562,7 @@ DEMO_CONFIG: dict[str, Any] = {
     "fields": ["tokens"],
     "components": ["heads", "full"],
     "sampler": {"method": "sgld", "epsilon": 3e-4, "gamma": 1000.0, "nbeta": 30.0, "chains": 4, "draws": 50,
-                "burn_in": 20, "steps_per_draw": 2, "batch_size": 16, "seed": 0, "n_batches": 5},
+                "burn_in": 20, "steps_per_draw": 2, "batch_size": 16, "seed": 0},
     "threads": 1,
     "export": {"devinterp": True, "max_mb": 512.0},
 }
@@ -833,7 +839,9 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     if not names:
         raise ConfigError("fields: no field generator results from the config")
     m_obs = sum(1 if o is None else len(o.names(probe, n_pos)) for o in observables)
-    acc_gb = sampler.chains * (min(sampler.n_batches, sampler.draws) + 5) * m_obs * len(names) * 8 / 2**30
+    entries = sampler.chains * m_obs * len(names) * 8  # bytes per [C, m, k] float64 tensor
+    series = _series_points(sampler, m_obs, len(names)) * entries  # per-draw series, capped by the engine's budget
+    acc_gb = (5 * entries + series) / 2**30
     if acc_gb > 4:
         raise ConfigError(f"observables × fields: {m_obs} observables × {len(names)} fields need {acc_gb:.1f} GB of "
                           "streamed co-moments per run; select fewer samples/positions")
@@ -870,19 +878,31 @@ def _versions() -> dict:
     return v
 
 
+def _series_points(sampler, m: int, k: int) -> int:
+    """Points per chain of the engine's error series, fixed for all chains (and all processes)."""
+    from ..engine import MomentAccumulator
+    from ..engine.moments import DEFAULT_SERIES_BUDGET_MB
+
+    return MomentAccumulator.series_points(sampler.chains, m, k, sampler.draws, sampler.n_batches, DEFAULT_SERIES_BUDGET_MB)
+
+
 def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.PathLike, *, overwrite: bool = False,
             progress: bool = True, log=None, checkpoint: "JobCheckpointing | None" = None, world=None) -> Path:
     """Run a whole job and write its results folder (layout in the module docstring); return the folder.
 
     ``config``: a :class:`JobConfig`, a dict in the config schema, or a path to a .json/.toml file.
-    Raises :class:`ConfigError` (nothing written) for an invalid config, a folder that exists and
-    is not empty without ``overwrite``, and problems of the checkpoint or data it names;
-    :class:`spectro.nn.DivergenceError` when a chain blows up (nothing written either).
+    Raises :class:`ConfigError` (nothing written) for an invalid config, problems of the
+    checkpoint or data it names, and an output or checkpoint folder spectro may not use (see
+    :mod:`spectro.outputs`: a file, a folder that is not spectro's, earlier results without
+    ``overwrite``, a folder locked by another run); :class:`spectro.nn.DivergenceError` when a
+    chain blows up (nothing written either). ``overwrite`` replaces only the files spectro wrote;
+    the user's files in ``out_dir`` stay. The results folder is locked while the job runs.
     ``log`` receives progress lines (default: print to stderr).
 
     ``checkpoint``: snapshot the job periodically into ``checkpoint.folder`` (see
     :mod:`spectro.nn.resume`); with ``checkpoint.resume`` a killed job continues where its last
-    snapshot left off and gives bit-identical results. The folder is removed when the job ends.
+    snapshot left off and gives bit-identical results. Spectro's files are removed from the
+    folder when the job ends.
 
     ``world``: under ``torchrun`` (default: detected from the environment) every process runs
     this function; process r samples its contiguous block of the global chains (seeded as in
@@ -893,86 +913,171 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     import torch
 
     from ..engine.distributed import any_rank, chain_block, current_world
-    from .resume import JobState
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = config if isinstance(config, JobConfig) else (JobConfig.from_dict(config) if isinstance(config, dict) else JobConfig.load(config))
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"output folder {out} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+    _check_output(out, overwrite, checkpoint)
     parent = out.resolve().parent
     threads = torch.get_num_threads()
     t_start = time.perf_counter()
-    state: JobState | None = None
-    try:
-        if cfg.threads is not None:
-            torch.set_num_threads(cfg.threads)
-        device = cfg.sampler_config().device
-        world = world or current_world(device)
-        # process 0 prepares first (it may train and cache a builtin model); the others follow
-        # once it succeeded, so they never race on the cache and never wait on a failed rank 0
-        prep, failure = None, None
-        if world.is_main:
-            try:
-                prep = _prepare(cfg, progress, log)
-                if cfg.export.devinterp:
-                    _check_export_size(prep)
-            except ConfigError as e:
-                failure = e
-        if any_rank(failure is not None, world, _rank_device(device, world)):
-            raise failure if failure is not None else ConfigError("the job could not be prepared (process 0 says why)")
-        if prep is None:
-            prep = _prepare(cfg, False, lambda msg: None)
+    with contextlib.ExitStack() as held:  # the locks, released last
         try:
-            chain_block(prep.sampler.chains, world)
-        except ValueError as e:
-            raise ConfigError(f"sampler.chains: {e}") from None
-        if world.is_main:
+            if cfg.threads is not None:
+                torch.set_num_threads(cfg.threads)
+            device = cfg.sampler_config().device
+            world = world or current_world(device)
+            # process 0 prepares first (it may train and cache a builtin model); the others follow
+            # once it succeeded, so they never race on the cache and never wait on a failed rank 0
+            prep, failure = None, None
+            if world.is_main:
+                try:
+                    prep = _prepare(cfg, progress, log)
+                    _check_memory(prep)
+                    if cfg.export.devinterp:
+                        _check_export_size(prep)
+                except ConfigError as e:
+                    failure = e
+            if any_rank(failure is not None, world, _rank_device(device, world)):
+                raise failure if failure is not None else ConfigError("the job could not be prepared (process 0 says why)")
+            if prep is None:
+                prep = _prepare(cfg, False, lambda msg: None)
             try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"cannot create the parent folder of {out}: {e.strerror}") from None
-            if not os.access(parent, os.W_OK):
-                raise ConfigError(f"cannot write into {parent}")
+                chain_block(prep.sampler.chains, world)
+            except ValueError as e:
+                raise ConfigError(f"sampler.chains: {e}") from None
+            created_parents: list[Path] = []
+            if world.is_main:
+                try:
+                    created_parents = _claim_output(out, overwrite, checkpoint, held)
+                except ConfigError as e:
+                    failure = e
+            if any_rank(failure is not None, world, _rank_device(device, world)):
+                raise failure if failure is not None else ConfigError("the output folder is not usable (process 0 says why)")
+            _run_in_stage(prep, out, parent, checkpoint, progress, log, t_start, world, created_parents)
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
+def _stage_path(out: Path) -> Path:
+    """The stage of a checkpointed job: a hidden sibling of the results folder (resumable)."""
+    return out.resolve().parent / f".{out.name}.partial"
+
+
+def _check_output(out: Path, overwrite: bool, checkpoint) -> None:
+    """Refuse a results or checkpoint folder spectro may not write (see :mod:`spectro.outputs`):
+    a file, a foreign folder, earlier results without ``overwrite``, folders inside one another."""
+    from ..outputs import OutputError, check_folder, nested, owned_entries
+    from .resume import CHECKPOINT_KIND, RESULTS_KIND
+
+    try:
+        previous = check_folder(out, RESULTS_KIND, "output folder")
         if checkpoint is not None:
-            stage = parent / f".{out.name}.partial"
+            check_folder(Path(checkpoint.folder), CHECKPOINT_KIND, "checkpoint folder")
+    except OutputError as e:
+        raise ConfigError(str(e)) from None
+    if previous is not None and owned_entries(out, previous) and not overwrite:
+        raise ConfigError(f"output folder {out} holds results of an earlier run; pass --overwrite (overwrite=True) to "
+                          "replace them (only the files spectro wrote are replaced)")
+    if checkpoint is not None:
+        for other, name in ((out, "the results folder"), (_stage_path(out), "the stage folder")):
+            if nested(Path(checkpoint.folder), other):
+                raise ConfigError(f"checkpoint folder {checkpoint.folder} and {name} {other} must not lie inside one "
+                                  "another; choose another --checkpoint")
+
+
+def _claim_output(out: Path, overwrite: bool, checkpoint, held: contextlib.ExitStack) -> list[Path]:
+    """Process 0: create the parent folder, lock the results (and checkpoint) folder for the run
+    (``held`` releases the locks), check again under the lock; return the parent folders created."""
+    from ..outputs import OutputError, locked, make_parents, remove_empty
+
+    parent = out.resolve().parent
+    try:
+        created = make_parents(parent, out, "output folder")
+    except OutputError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"cannot write into {parent}")
+        resume = checkpoint is not None and checkpoint.resume  # continues a killed run: its stale lock is taken over
+        held.enter_context(locked(out, *([] if checkpoint is None else [Path(checkpoint.folder)]), take_over_stale=resume))
+        _check_output(out, overwrite, checkpoint)  # again: another run may have written meanwhile
+    except (ConfigError, OutputError) as e:
+        held.close()
+        remove_empty(created)
+        raise (e if isinstance(e, ConfigError) else ConfigError(str(e))) from None
+    return created
+
+
+def _new_stage(out: Path) -> Path:
+    """Process 0, no checkpointing: a fresh hidden stage beside ``out`` with spectro's marker."""
+    from ..outputs import write_marker
+    from .resume import RESULTS_FILES, RESULTS_KIND
+
+    stage = Path(tempfile.mkdtemp(dir=out.resolve().parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the results folder is an ordinary one
+    write_marker(stage, RESULTS_KIND, RESULTS_FILES)
+    return stage
+
+
+def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress: bool, log, t_start: float, world,
+                  created_parents: list[Path]) -> None:
+    """Sample and write into the stage, then move it into ``out``; clean up after a failure.
+
+    An interrupted checkpointed job (Ctrl-C, SIGTERM, a full disk, a corrupt snapshot) keeps its
+    stage and snapshots for ``--resume``; a failure that a resume would only repeat (a
+    divergence, a bad config) and any failure without checkpointing leave nothing behind.
+    """
+    from ..outputs import remove_empty, remove_owned
+    from .posterior import DivergenceError
+    from .resume import JobState
+
+    state, stage, started = None, None, False
+    try:
+        if checkpoint is not None:
+            stage = _stage_path(out)
             fingerprint = {"config": _resolved_config(prep), "processes": world.size}
             state = JobState(checkpoint, fingerprint, stage, world)
             try:
                 done = state.start()
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+            started = True
             if done:
                 log(f"resuming from {checkpoint.folder}: {len(done)} of {len(prep.components)} components done")
         else:
-            stage, done = None, {}
+            done = {}
             if world.is_main:
-                stage = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tmp-"))
-        if stage is not None and world.is_main:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the results folder is an ordinary one
-        try:
-            _run(prep, stage, progress, log, t_start, world, state, done)
-            if world.is_main:
-                _swap_into_place(stage, out)
+                stage = _new_stage(out)
+                started = True
+        _run(prep, stage, progress, log, t_start, world, state, done)
+        if world.is_main:
+            _install_results(prep, stage, out)
+        if state is not None:
+            state.finish()
+    except BaseException as e:
+        discard = state is None or isinstance(e, (DivergenceError, ConfigError))
+        if world.is_main and started and discard:
+            remove_owned(stage)
             if state is not None:
-                state.finish()
-        except BaseException as e:
-            from .posterior import DivergenceError
+                remove_owned(state.folder)
+        if world.is_main and (discard or not started):
+            remove_empty(created_parents)
+        raise
 
-            # an interrupted checkpointed job keeps its stage and snapshots for --resume; anything
-            # else (no checkpointing, or a divergence that a resume would only repeat) leaves nothing
-            if stage is not None and world.is_main and (state is None or isinstance(e, DivergenceError)):
-                shutil.rmtree(stage, ignore_errors=True)
-                if state is not None:
-                    shutil.rmtree(state.folder, ignore_errors=True)
-            raise
-    finally:
-        torch.set_num_threads(threads)
-    return out
+
+def _install_results(prep: _Prepared, stage: Path, out: Path) -> None:
+    """Record the finished files in the stage's marker and move the stage to ``out`` (replacing
+    only spectro's files of an earlier run there)."""
+    from ..outputs import install_folder, run_id, write_marker
+    from .resume import RESULTS_KIND
+
+    files = sorted(p.name for p in stage.iterdir() if not p.name.startswith("."))
+    write_marker(stage, RESULTS_KIND, files, results=run_id(_resolved_config(prep)))
+    install_folder(stage, out)
 
 
 def _rank_device(device: str, world) -> str:
@@ -982,15 +1087,17 @@ def _rank_device(device: str, world) -> str:
     return device
 
 
-def _swap_into_place(tmp: Path, folder: Path) -> None:
-    old = None
-    if folder.exists():
-        old = Path(tempfile.mkdtemp(dir=folder.resolve().parent, prefix=f".{folder.name}.old-"))
-        os.rmdir(old)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _check_memory(prep: _Prepared) -> None:
+    """Refuse chains × parameters that cannot fit in this machine's memory (before allocating)."""
+    from ..devices import check_memory
+
+    s = prep.sampler
+    n_params = sum(p.numel() for p in prep.model.parameters())
+    width = 8 if str(s.master_dtype).endswith("64") else 4
+    try:  # chain weights, RMSProp state, gradients and noise: a few [chains, parameters] tensors
+        check_memory(6.0 * s.chains * n_params * width, f"sampler.chains: {s.chains} chains of a {n_params}-parameter model")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_export_size(prep: _Prepared) -> None:
@@ -1009,12 +1116,12 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     from tqdm.auto import tqdm
 
     from ..analysis.traces import plot_traces
-    from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility
+    from ..engine import MomentAccumulator, estimate_susceptibility
     from ..engine.distributed import all_reduce_accumulator, any_rank, chain_block, gather_chain_rows
     from ..io import write_json
     from ..models import next_token_loss
     from .observables import MeanLoss, concat, mean_loss
-    from .posterior import DivergenceError, LocalizedPosterior
+    from .posterior import DivergenceError, LocalizedPosterior, run_seed
     from .susceptibility import baker_susceptibility
 
     cfg, s = prep.cfg, prep.sampler
@@ -1031,6 +1138,9 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     ref_post = LocalizedPosterior(prep.model, next_token_loss, prep.train, local_s, None)
     at_star = prep.probe.evaluate_at_w_star(ref_post)
     base_ref = float(mean_loss(at_star, prep.probe, _BASE)[0])
+    if not math.isfinite(base_ref):
+        raise ConfigError(f"model.checkpoint: the loss at w* (the checkpoint's own weights) on the base probes is "
+                          f"{base_ref}: the weights or the data give a non-finite loss; no sampler setting can fix that")
     observables = [MeanLoss(_BASE, reference=base_ref) if o is None else o for o in prep.observables]
     obs_rows: list[str] = []  # estimator per output row
     for o, kind in zip(observables, prep.observable_kinds):
@@ -1047,10 +1157,13 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     summaries: dict[str, Any] = dict(done)
     full_acc = None
     if done and main:
-        results = {name: Susceptibility.load(stage / f"chi_{name}.npz") for name in done}
+        from ..outputs import load_result
+
+        hint = f"; remove {stage} and {state.folder}, or run without --resume, to start afresh"
+        results = {name: load_result(stage / f"chi_{name}.npz", hint) for name in done}
         if any(prep.components[name] is None for name in done):
             full_acc = MomentAccumulator(s.chains, len(obs_names), len(field_names), s.draws,
-                                         n_batches=min(s.n_batches, s.draws), device=dev)
+                                         n_batches=_series_points(s, len(obs_names), len(field_names)), device=dev)
             full_acc.load_state_dict(state.load_full_acc())
     total = len(prep.components) * s.draws
     bar = tqdm(total=total, disable=not (progress and main), unit="draw", dynamic_ncols=True, file=sys.stderr)
@@ -1061,9 +1174,10 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
                 continue
             bar.set_description(f"{name:>6}")
             t0 = time.perf_counter()
-            post = LocalizedPosterior(prep.model, next_token_loss, prep.train, local_s, restriction)
+            run_s = local_s if restriction is None else replace(local_s, seed=run_seed(s.seed, name))  # independent streams
+            post = LocalizedPosterior(prep.model, next_token_loss, prep.train, run_s, restriction)
             m, k = len(obs_names), len(field_names)
-            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=min(s.n_batches, s.draws), device=dev)
+            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=_series_points(s, m, k), device=dev)
             record = (np.zeros((local_s.chains, s.draws, prep.probe.size, n_pos), dtype=np.float32)
                       if cfg.export.devinterp else None)
             partial = state.load_partial(name) if state is not None else None
@@ -1171,7 +1285,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
         },
         "seconds": time.perf_counter() - t_start,
         "versions": versions,
-        "files": sorted(p.name for p in stage.iterdir()) + ["summary.json"],
+        "files": sorted(p.name for p in stage.iterdir() if not p.name.startswith(".")) + ["summary.json"],
     }
     write_json(stage / "summary.json", summary)
 

@@ -89,6 +89,8 @@ __all__ = [
     "PerSampleLoss",
     "DivergenceError",
     "LossShapeError",
+    "NonFiniteLossError",
+    "DataMismatchError",
     "Draw",
     "SamplingResult",
     "LocalizedPosterior",
@@ -135,6 +137,15 @@ class DivergenceError(RuntimeError):
 
 class LossShapeError(ValueError):
     """``per_sample_loss`` returned a tensor that is not [batch] or [batch, tokens]."""
+
+
+class NonFiniteLossError(ValueError):
+    """The loss at w* (before any sampling step) is NaN or infinite: the model or the data are at fault."""
+
+
+class DataMismatchError(TypeError, ValueError):
+    """The model cannot evaluate the data (dtype, device, shape or value range do not fit); raised
+    at the first evaluation, at w*. A ``ValueError`` (a user error) and, for older callers, a ``TypeError``."""
 
 
 def chain_seed(seed: int, chain: int, stream: int) -> int:
@@ -474,6 +485,28 @@ class _LoopState:
             g.set_state(st)
 
 
+def _check_tensors(model: nn.Module, data: Batch) -> None:
+    """Raise :class:`DataMismatchError` for data that is not tensors, or tensors (or a model) without values."""
+    for t in data if isinstance(data, tuple) else (data,):
+        if not isinstance(t, torch.Tensor):
+            raise DataMismatchError(f"train_data must be a tensor or a tuple of tensors, got {type(t).__name__}")
+        if t.is_meta:
+            raise DataMismatchError("train_data is a meta tensor (it holds no values)")
+    if any(p.is_meta for p in model.parameters()):
+        raise DataMismatchError("the model's parameters are meta tensors (no values); load its weights first")
+
+
+def _mismatch_message(posterior: "LocalizedPosterior", data: Batch, e: BaseException) -> str:
+    """One line: what the model and the data are, and the error of the first evaluation."""
+    tensors = data if isinstance(data, tuple) else (data,)
+    described = ", ".join(f"{t.dtype} {tuple(t.shape)} on {t.device}" for t in tensors if isinstance(t, torch.Tensor))
+    params = {(p.dtype, p.device.type) for p in posterior.model.parameters()}
+    model = ", ".join(sorted(f"{d} on {dev}" for d, dev in params))
+    reason = " ".join(str(e).split())[:300]
+    return (f"the model ({model}; sampling on {posterior.device}) cannot evaluate the data ({described}): "
+            f"{type(e).__name__}: {reason}; check the data's dtype (token ids: integers), device and value range")
+
+
 def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches: int | None = None) -> dict:
     """λ̂ = nβ·(mean loss − L_n(w*)) with its Monte Carlo stderr (Geyer ESS on each chain's trace,
     the engine's :class:`~spectro.engine.MeanError`), t degrees of freedom, per-chain λ̂ and
@@ -565,6 +598,7 @@ class LocalizedPosterior:
 
         if isinstance(train_data, list):
             train_data = tuple(train_data)
+        _check_tensors(model, train_data)
         self.train_data: Batch = (
             tuple(t.to(dev) for t in train_data) if isinstance(train_data, tuple) else train_data.to(dev)
         )
@@ -794,8 +828,17 @@ class LocalizedPosterior:
         return torch.stack([torch.cat(p, dim=0) for p in parts])
 
     def losses_at_w_star(self, data: Batch) -> torch.Tensor:
-        """Per-sample-and-token losses at w*: [N, T]."""
-        return self.evaluate_losses(self.w_star.unsqueeze(0), data)[0]
+        """Per-sample-and-token losses at w*: [N, T].
+
+        Raises :class:`DataMismatchError` when the model cannot evaluate ``data`` at all (wrong
+        dtype or device, token ids beyond the vocabulary, tensors without data).
+        """
+        try:
+            return self.evaluate_losses(self.w_star.unsqueeze(0), data)[0]
+        except LossShapeError:
+            raise
+        except (RuntimeError, TypeError, IndexError, NotImplementedError) as e:
+            raise DataMismatchError(_mismatch_message(self, data, e)) from e
 
     @property
     def init_loss(self) -> float:
@@ -853,12 +896,18 @@ class LocalizedPosterior:
         """Run all chains from w*; call ``on_draw(draw)`` after every recorded draw.
 
         Returns the loss trace, L_n(w*) and the LLC estimate. Raises :class:`DivergenceError`
-        when a chain blows up (checked every ``config.health_every`` steps and at the end).
+        when a chain blows up (checked every ``config.health_every`` steps and at the end), and
+        :class:`NonFiniteLossError` when the loss is already NaN/inf at w*.
         ``resume_from``: a ``draw.snapshot()`` of an earlier run with the same settings; sampling
         continues after that draw (``on_draw`` is called for the remaining draws only) and the
         result is bit-for-bit that of the uninterrupted run.
         """
         init_loss = self.init_loss
+        if not np.isfinite(init_loss):
+            raise NonFiniteLossError(
+                f"the training loss at w* (the model's own weights, before any sampling step) is {init_loss}: the "
+                "model's weights or the data give a non-finite loss; no step size can fix that"
+            )
         with self._executing():
             return self._sample(on_draw, init_loss, resume_from)
 

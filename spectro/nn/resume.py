@@ -7,6 +7,7 @@ checkpointing on, it keeps two folders beside the results folder ``OUT``:
   ``chi_*.npz`` and devinterp exports); renamed to ``OUT`` when the job ends;
 * the *checkpoint folder* (default ``OUT.checkpoint/``)::
 
+      .spectro-run.json  the marker that makes it spectro's (spectro.outputs)
       job.json         fingerprint of the job (resolved config, process count) and the stage path
       done.json        completed components with their summaries (written atomically)
       full_acc.pt      the full-model run's merged moment accumulator (Baker's estimator needs it)
@@ -19,7 +20,10 @@ timing does not touch the arithmetic: the resumed chains continue from the exact
 draw, so ``--resume`` gives the numbers of an uninterrupted run bit for bit (tested by SIGKILLing
 a real subprocess). A snapshot, ``done.json`` and ``full_acc.pt`` are each written to a
 temporary file and renamed, so a kill at any moment leaves either the old or the new file.
-Under torchrun every process writes its own ``rank<r>.pt``; process 0 writes the rest. The
+Snapshots are read with ``torch.load(weights_only=True)`` (:func:`spectro.outputs.load_snapshot`):
+a snapshot folder cannot make spectro run code. Only spectro's own files are ever removed from
+it, and a folder that is not spectro's is refused. Under torchrun every process writes its own
+``rank<r>.pt``; process 0 writes the rest. The
 folder must then be on a file system all processes see (as the results folder must).
 """
 
@@ -27,20 +31,23 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..engine.distributed import World
-from ..io import atomic_path, write_json
+from ..io import write_json
+from ..outputs import (KINDS, OutputError, claim_folder, load_snapshot, owned_entries, read_json_file, read_marker,
+                       remove_entry, remove_owned, save_snapshot)
 
-__all__ = ["JobCheckpointing", "JobState"]
+__all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "RESULTS_FILES"]
 
 _FORMAT = "spectro.nn_job_checkpoint/1"
+CHECKPOINT_KIND = "nn-checkpoint"
+_CHECKPOINT_FILES = KINDS[CHECKPOINT_KIND]
+RESULTS_KIND = "nn-run"  # a results folder (and its stage): see spectro.nn.job
+RESULTS_FILES = KINDS[RESULTS_KIND]
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class JobCheckpointing:
         folder: the checkpoint folder (see the module docstring).
         every_seconds: minimum time between snapshots of the component in progress.
         resume: continue from the folder's snapshots if they exist (else start afresh; the
-            folder is then cleared first).
+            files spectro wrote there are then removed first). The folder must be new, empty
+            or a spectro snapshot folder (see :mod:`spectro.outputs`); anything else is refused.
     """
 
     folder: Path
@@ -110,35 +118,52 @@ class JobState:
     def start(self) -> dict[str, dict]:
         """Open the folder; return the completed components (name → summary), empty for a fresh start.
 
-        Process 0 checks the fingerprint of an existing folder (``resume``) or clears it and the
-        stage (fresh start), then all processes meet at a barrier.
+        Process 0 checks the fingerprint of an existing folder (``resume``) or clears spectro's
+        files from it and from the stage (fresh start), then all processes meet at a barrier.
+        A folder that is not spectro's, or whose ``job.json``/``done.json`` is corrupt, is an
+        :class:`~spectro.outputs.OutputError` naming it.
         """
-        resumable = False
         if self.world.is_main:
-            if self.ck.resume and self._job_file.is_file():
-                saved = json.loads(self._job_file.read_text())
-                if saved.get("format") != _FORMAT or saved.get("fingerprint") != self.fingerprint:
-                    raise ValueError(f"checkpoint folder {self.folder} belongs to a different job (its config or "
-                                     "process count differs); remove it, or run without --resume to start afresh")
-                resumable = self.stage.is_dir()
-            if not resumable:
-                shutil.rmtree(self.folder, ignore_errors=True)
-                shutil.rmtree(self.stage, ignore_errors=True)
-                try:
-                    self.folder.mkdir(parents=True)
-                    self.stage.mkdir(parents=True)
-                except OSError as e:
-                    raise ValueError(f"cannot create the checkpoint folder {self.folder}: {e.strerror}") from None
-                write_json(self._job_file, {"format": _FORMAT, "fingerprint": self.fingerprint, "stage": str(self.stage)})
-                write_json(self._done_file, {})
+            if not self._resumable():
+                self._fresh_start()
         _barrier(self.world)
-        return json.loads(self._done_file.read_text())
+        done = read_json_file(self._done_file, "snapshot file")
+        if not isinstance(done, dict):
+            raise OutputError(f"snapshot file {self._done_file} is corrupt (not an object); remove {self.folder} "
+                              "or run without --resume")
+        return done
+
+    def _resumable(self) -> bool:
+        """Process 0, ``resume``: whether the folder holds snapshots of this very job (else a mismatch raises)."""
+        if not (self.ck.resume and self._job_file.is_file()):
+            return False
+        if read_marker(self.folder) is None:
+            raise OutputError(f"checkpoint folder {self.folder} was not created by spectro (no marker); spectro will "
+                              "not use or delete it: choose another --checkpoint")
+        saved = read_json_file(self._job_file, "snapshot file")
+        if not isinstance(saved, dict) or saved.get("format") != _FORMAT:
+            raise OutputError(f"snapshot file {self._job_file} is not a spectro job snapshot; remove {self.folder} "
+                              "or run without --resume")
+        if saved.get("fingerprint") != self.fingerprint:
+            raise ValueError(f"checkpoint folder {self.folder} belongs to a different job (its config or "
+                             "process count differs); remove it, or run without --resume to start afresh")
+        return self.stage.is_dir() and read_marker(self.stage) is not None
+
+    def _fresh_start(self) -> None:
+        """Process 0: claim the snapshot folder and the stage (refusing foreign ones) and empty them of spectro's files."""
+        for folder, kind, files, what in ((self.folder, CHECKPOINT_KIND, _CHECKPOINT_FILES, "checkpoint folder"),
+                                          (self.stage, RESULTS_KIND, RESULTS_FILES, "stage folder")):
+            previous, _ = claim_folder(folder, kind, what, files)
+            for p in owned_entries(folder, previous):
+                remove_entry(p)
+        write_json(self._job_file, {"format": _FORMAT, "fingerprint": self.fingerprint, "stage": str(self.stage)})
+        write_json(self._done_file, {})
 
     def finish(self) -> None:
-        """Remove the checkpoint folder (process 0, after the results folder is in place)."""
+        """Remove spectro's files from the checkpoint folder (process 0, after the results folder is in place)."""
         _barrier(self.world)
         if self.world.is_main:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            remove_owned(self.folder)
 
     # ------------------------------------------------------------------ completed components
     def record_done(self, done: dict[str, dict], full_acc_state: dict | None = None) -> None:
@@ -146,12 +171,13 @@ class JobState:
         if not self.world.is_main:
             return
         if full_acc_state is not None:
-            with atomic_path(self._full_acc_file, suffix=".pt") as tmp:
-                torch.save(full_acc_state, tmp)
+            save_snapshot(self._full_acc_file, "nn-accumulator", full_acc_state)
         write_json(self._done_file, done)
 
     def load_full_acc(self) -> dict | None:
-        return torch.load(self._full_acc_file, weights_only=False) if self._full_acc_file.is_file() else None
+        if not self._full_acc_file.is_file():
+            return None
+        return load_snapshot(self._full_acc_file, "nn-accumulator")
 
     # ------------------------------------------------------------------ the component in progress
     def load_partial(self, component: str) -> dict | None:
@@ -159,7 +185,7 @@ class JobState:
         f = self._rank_file()
         if not (self.ck.resume and f.is_file()):
             return None
-        snap = torch.load(f, weights_only=False)
+        snap = load_snapshot(f, "nn-partial")
         if snap.get("fingerprint") != self.fingerprint:
             raise ValueError(f"snapshot {f} belongs to a different job; remove {self.folder} or run without --resume")
         return snap if snap.get("component") == component else None
@@ -171,6 +197,6 @@ class JobState:
         """Write this process's snapshot atomically."""
         state = {"fingerprint": self.fingerprint, "component": component, "sampler": sampler,
                  "accumulator": accumulator, "record": record}
-        with atomic_path(self._rank_file(), suffix=".pt") as tmp:
-            torch.save(state, tmp)
+        save_snapshot(self._rank_file(), "nn-partial", state)
         self._last_save = time.monotonic()
+
