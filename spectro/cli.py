@@ -215,19 +215,29 @@ def cmd_ising_chi(args) -> int:
         "seconds": round(seconds, 3),
         "convention": "chi[C] = d<M_C>/dh = beta*Cov(M_C, M_probe), H_h = H - h*M_probe",
     }
+    _warn_unreliable(res)
     if args.json:
         print(dumps(out))
         return 0
     print(f"walled Ising {lattice.height}x{lattice.width}, β = {args.beta}, probe {rect}, "
           f"{args.chains} chains × {run.draws} draws ({args.sampler}, {seconds:.1f} s)")
-    print(f"{'chamber':>8} {'χ':>12} {'± stderr':>10} {'ESS':>8} {'R-hat':>7} {'exact':>12} {'z':>6}")
+    print(f"{'chamber':>8} {'χ':>12} {'± stderr':>10} {'95% interval':>25} {'dof':>6} {'ESS':>8} {'R-hat':>7} "
+          f"{'exact':>12} {'z':>6}  reliable")
     for name in res.observables:
         e = out["chi"][name]
         ex = "" if exact is None else _fmt(out["exact"][name], "12.5f")
         zz = "" if z is None else _fmt(out["z"][name], "6.2f")
-        print(f"{name:>8} {_fmt(e['mean'], '12.5f')} {_fmt(e['stderr'], '10.5f')} {_fmt(e['ess'], '8.0f')} "
-              f"{_fmt(e['rhat'], '7.3f')} {ex:>12} {zz:>6}")
+        ci = f"[{_fmt(e['ci95'][0], '.5f')}, {_fmt(e['ci95'][1], '.5f')}]"
+        print(f"{name:>8} {_fmt(e['mean'], '12.5f')} {_fmt(e['stderr'], '10.5f')} {ci:>25} {_fmt(e['dof'], '6.1f')} "
+              f"{_fmt(e['ess'], '8.0f')} {_fmt(e['rhat'], '7.3f')} {ex:>12} {zz:>6}  {'yes' if e['reliable'] else 'NO'}")
     return 0
+
+
+def _warn_unreliable(res) -> None:
+    """One ``spectro: warning:`` line on stderr when some χ entry has no trustworthy error bar."""
+    message = res.warning()
+    if message:
+        print(f"spectro: warning: {message}", file=sys.stderr)
 
 
 def _fmt(x, spec: str) -> str:
@@ -329,8 +339,11 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
         "seconds": seconds,
         "max_rhat": max_rhat,
         "min_ess": min_ess,
+        "n_unreliable": int((~res.reliable).sum()),
+        "warning": res.warning(),
         "chi": {obs: {f: res.entry(obs, f) for f in res.fields} for obs in res.observables},
     }
+    _warn_unreliable(res)
     with _staged_files(out) as stage:
         res.save(stage / "chi_map.npz")
         plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
@@ -427,17 +440,22 @@ def cmd_ising_demo(args) -> int:
         exact = exact_chamber_susceptibility(small, 0.4, probes)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = res.z_scores(exact)
+        lo, hi = res.interval(0.95)
+        covered = (lo <= exact) & (exact <= hi)
         check = {
             "lattice": "walled 12x12, wall depth 8",
             "beta": 0.4,
             "n_probes": len(probes),
             "max_abs_z": float(np.max(np.abs(z))),
             "rms_z": float(np.sqrt(np.mean(z**2))),
-            "entries": {f"{o}|{f}": {"mc": float(res.chi[i, a]), "stderr": float(res.stderr[i, a]), "exact": float(exact[i, a])}
+            "covered_by_95_interval": int(covered.sum()),
+            "n_reliable": int(res.reliable.sum()),
+            "entries": {f"{o}|{f}": {"mc": float(res.chi[i, a]), "stderr": float(res.stderr[i, a]), "exact": float(exact[i, a]),
+                                    "ci95": [float(lo[i, a]), float(hi[i, a])], "reliable": bool(res.reliable[i, a])}
                         for i, o in enumerate(res.observables) for a, f in enumerate(res.fields)},
         }
-        print(f"     {3 * len(probes)} χ entries: max |z| = {check['max_abs_z']:.2f}, rms z = {check['rms_z']:.2f} "
-              f"(expected ~1 if the sampler and error bars are right)")
+        print(f"     {z.size} χ entries: {check['covered_by_95_interval']} inside their 95 % interval (expected ≈ "
+              f"{0.95 * z.size:.0f}), rms z = {check['rms_z']:.2f} (expected ≈ 1), {check['n_reliable']} reliable")
         print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
         s = run_map(big, 0.43, 4, None, sampler, run, out, progress,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")

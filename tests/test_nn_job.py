@@ -88,6 +88,10 @@ def test_job_writes_every_file_and_results_load(job):
         assert {"llc", "llc_stderr", "loss_trace_rhat", "chi_min_ess", "chi_max_rhat", "seconds", "n_free"} <= set(s)
         assert set(s["domains"]) == {"code", "prose"} and s["domains"]["code"]["stderr"] > 0
         assert s["llc"] == pytest.approx(res[c].meta["sampling"]["llc"])
+        # every domain χ carries its t interval and trust flag; the component its flagged-entry count
+        code = s["domains"]["code"]
+        assert code["ci95"][0] < code["chi"] < code["ci95"][1] and isinstance(code["reliable"], bool)
+        assert s["chi_unreliable"] == int((~res[c].reliable).sum()) and s["chi_entries"] == res[c].chi.size
     assert summary["components"]["l0h1"]["n_free"] < summary["components"]["full"]["n_free"]
     assert summary["run"]["probe_sizes"] == {"base": 4, "code": 2, "prose": 2} and summary["run"]["nbeta"] == 10.0
     assert "torch" in summary["versions"] and summary["seconds"] > 0

@@ -1308,13 +1308,17 @@ def _component_summary(result, res, prep: _Prepared, seconds: float) -> dict:
         name = f"dL:{d}"
         if name in result.fields:
             a = result.fields.index(name)
-            domains[d] = {"chi": _finite_or_none(result.chi[row, a]), "stderr": _finite_or_none(result.stderr[row, a]),
-                          "ess": _finite_or_none(result.ess[row, a]), "rhat": _finite_or_none(result.rhat[row, a])}
+            e = result.entry(result.observables[row], name)
+            domains[d] = {"chi": _finite_or_none(e["mean"]), "stderr": _finite_or_none(e["stderr"]),
+                          "ci95": [_finite_or_none(x) for x in e["ci95"]], "dof": _finite_or_none(e["dof"]),
+                          "ess": _finite_or_none(e["ess"]), "rhat": _finite_or_none(e["rhat"]),
+                          "reliable": e["reliable"], "why": e["why"]}
     with np.errstate(invalid="ignore"):
         return {
             "n_free": res.n_free,
             "llc": _finite_or_none(res.llc),
             "llc_stderr": _finite_or_none(res.llc_stderr),
+            "llc_dof": _finite_or_none(getattr(res, "llc_dof", None)),
             "llc_per_chain": [float(x) for x in res.llc_per_chain],
             "loss_trace_rhat": _finite_or_none(res.llc_rhat),
             "init_loss": res.init_loss,
@@ -1323,6 +1327,10 @@ def _component_summary(result, res, prep: _Prepared, seconds: float) -> dict:
             "chi_median_ess": _finite_or_none(np.nanmedian(result.ess)) if np.isfinite(result.ess).any() else None,
             "chi_median_rhat": _finite_or_none(np.nanmedian(result.rhat)) if np.isfinite(result.rhat).any() else None,
             "observable": result.observables[row],
+            "chi_entries": int(result.chi.size),
+            "chi_unreliable": int((~result.reliable).sum()),
+            "chi_warning": result.warning(),
+            "full_run_variance_share": result.meta.get("full_run_variance_share"),
             "domains": domains,
             "seconds": seconds,
             "chains": result.n_chains,
@@ -1349,16 +1357,23 @@ def summary_table(out_dir: str | os.PathLike) -> str:
     obs = next(iter(comps.values()))["observable"] if comps else ""
     head = (f"{'component':>9} " + " ".join(f"{d:>19}" for d in domains)
             + f" {'LLC':>14} {'R̂ loss':>7} {'ESS χ min/med':>14} {'R̂ χ med/max':>12} {'s':>5}")
-    lines = [f"mean χ[{obs}] over each domain's tokens (± stderr); χ > 0: up-weighting the domain raises {obs}", head]
+    lines = [f"mean χ[{obs}] over each domain's tokens (± stderr; '?' = no trustworthy error bar); "
+             f"χ > 0: up-weighting the domain raises {obs}", head]
+    warnings_ = []
     for name, c in comps.items():
         cells = []
         for d in domains:
             e = c["domains"].get(d)
-            cells.append(f"{'—':>19}" if e is None or e["chi"] is None else f"{e['chi']:>+10.4f} ± {e['stderr']:<6.4f}")
+            mark = " " if e is None or e.get("reliable", True) else "?"
+            cells.append(f"{'—':>19}" if e is None or e["chi"] is None else f"{e['chi']:>+10.4f} ± {e['stderr']:<6.4f}{mark}")
+        if c.get("chi_warning"):
+            warnings_.append(f"  {name}: {c['chi_warning']}")
         llc = "—" if c["llc"] is None else f"{c['llc']:.2f} ± {c['llc_stderr']:.2f}"
         fmt = lambda x, spec: "—" if x is None else format(x, spec)  # noqa: E731
         ess = f"{fmt(c['chi_min_ess'], '.0f')}/{fmt(c.get('chi_median_ess'), '.0f')}"
         rhat = f"{fmt(c.get('chi_median_rhat'), '.2f')}/{fmt(c['chi_max_rhat'], '.2f')}"
         lines.append(f"{name:>9} " + " ".join(cells) + f" {llc:>14} {fmt(c['loss_trace_rhat'], '.2f'):>7} "
                      f"{ess:>14} {rhat:>12} {c['seconds']:5.1f}")
+    if warnings_:
+        lines += ["unreliable χ entries (their stderr and interval cannot be trusted):", *warnings_]
     return "\n".join(lines)
