@@ -35,6 +35,15 @@ def test_diagnostics_equal_arviz_stats_on_the_same_series(C, n, rho, df):
         np.testing.assert_allclose(d.rhat_rank(x), az.rhat(xa, method="rank"), rtol=1e-10)
 
 
+def test_rank_diagnostics_equal_arviz_stats_with_ties():
+    """Discrete series (Ising magnetizations take few values): average ranks of ties as arviz-stats."""
+    rng = np.random.default_rng(9)
+    x = rng.integers(-3, 4, size=(4, 60, 7)).astype(float)
+    xa = np.moveaxis(x, (0, 1), (-2, -1))
+    np.testing.assert_allclose(d.rhat_rank(x), az.rhat(xa, method="rank"), rtol=1e-10)
+    np.testing.assert_allclose(d.ess_bulk(x), az.ess(xa, method="bulk"), rtol=1e-10)
+
+
 def _fill(phi, psi, n_batches=None, block=37, **kw):
     T, C, m = phi.shape
     acc = MomentAccumulator(C, m, psi.shape[2], T, n_batches=n_batches, **kw)

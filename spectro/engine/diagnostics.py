@@ -111,11 +111,29 @@ def ess_mean(x: np.ndarray) -> np.ndarray:
     return _ess(split_chains(np.asarray(x, dtype=np.float64)))
 
 
+def _average_ranks(flat: np.ndarray) -> np.ndarray:
+    """Ranks 1..N down axis 0 with ties given their average rank (scipy's ``rankdata(method="average")``,
+    vectorised over columns: scipy's axis version is ~10x slower on [400, 1000])."""
+    N = flat.shape[0]
+    order = np.argsort(flat, axis=0, kind="stable")
+    s = np.take_along_axis(flat, order, axis=0)
+    idx = np.broadcast_to(np.arange(N)[:, None], s.shape)
+    starts = np.ones(s.shape, dtype=bool)
+    starts[1:] = s[1:] != s[:-1]
+    ends = np.ones(s.shape, dtype=bool)
+    ends[:-1] = starts[1:]
+    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=0)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, idx, N - 1), axis=0), axis=0), axis=0)
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
+    return ranks
+
+
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Rank-normalise over all chains and points (average ranks, Blom offset 3/8)."""
     C, n = x.shape[:2]
     flat = x.reshape(C * n, -1)
-    r = stats.rankdata(flat, axis=0, method="average")
+    r = _average_ranks(flat)
     z = special.ndtri((r - 3 / 8) / (C * n - 2 * 3 / 8 + 1))
     return z.reshape(x.shape)
 
