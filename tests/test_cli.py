@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from spectro.cli import main
 from spectro.engine import Susceptibility
@@ -18,9 +19,14 @@ def test_chi_json_contract_and_exact_agreement(capsys):
     out = json.loads(capsys.readouterr().out)
     assert set(out["chi"]) == {"left", "right", "lower"}
     for name in ("left", "right", "lower"):
-        assert set(out["chi"][name]) >= {"mean", "stderr"}
-        z = (out["chi"][name]["mean"] - out["exact"][name]) / out["chi"][name]["stderr"]
+        e = out["chi"][name]
+        assert set(e) >= {"mean", "stderr", "dof", "ci95", "reliable", "why"}
+        z = (e["mean"] - out["exact"][name]) / e["stderr"]
         assert abs(z) < 4 and abs(z - out["z"][name]) < 1e-9
+        # long mixed chains: reliable, and the t interval is χ ± t_dof·stderr around the estimate
+        assert e["reliable"] is True and e["why"] == [] and e["dof"] > 30
+        assert e["ci95"][0] < e["mean"] < e["ci95"][1]
+        assert (e["ci95"][1] - e["ci95"][0]) / 2 == pytest.approx(stats.t.ppf(0.975, e["dof"]) * e["stderr"], rel=1e-9)
     # docs/design.md §5 reference: walled 8x8, β = 0.4; the probe is the lower chamber, so χ_{A,C} = β·Cov[A, C]
     assert out["exact"]["left"] == pytest.approx(0.4 * 36.81437903, rel=1e-8)
     assert out["exact"]["lower"] == pytest.approx(0.4 * 141.25634747, rel=1e-8)
