@@ -93,6 +93,22 @@ def test_small_epsilon_matches_exact_gaussian_posterior():
     # LLC λ̂ = nβ·(E[L_n] − L_n(w*)) = nβ·tr(XᵀX/n·Σ)
     s = sus.meta["sampling"]
     assert abs(s["llc"] - oracle.llc()) < 4 * s["llc_stderr"], (s["llc"], s["llc_stderr"], oracle.llc())
+    assert s["llc_ess_bulk"] > 0 and s["llc_ess_tail"] > 0 and s["llc_dof"] > 1
+
+
+def test_llc_statistics_are_arviz_diagnostics_of_the_loss_trace():
+    """λ̂'s stderr, R-hat and bulk/tail ESS are arviz-stats' MCSE/R-hat/ESS of the trace, times nβ."""
+    from spectro.nn.posterior import _llc_statistics
+
+    az = pytest.importorskip("arviz_stats.base").array_stats
+    rng = np.random.default_rng(0)
+    trace = 1.0 + np.cumsum(rng.normal(size=(4, 120)), axis=1) * 0.01 + rng.normal(size=(4, 120)) * 0.1
+    st = _llc_statistics(trace, 0.9, 30.0)
+    assert st["llc"] == pytest.approx(30.0 * (trace.mean() - 0.9))
+    assert st["llc_stderr"] == pytest.approx(30.0 * float(az.mcse(trace, method="mean")), rel=1e-9)
+    assert st["llc_rhat"] == pytest.approx(float(az.rhat(trace, method="rank")), rel=1e-9)
+    assert st["llc_ess_bulk"] == pytest.approx(float(az.ess(trace, method="bulk")), rel=1e-9)
+    assert st["llc_ess_tail"] == pytest.approx(float(az.ess(trace, method="tail", prob=(0.05, 0.95))), rel=1e-9)
 
 
 def test_discretisation_bias_is_order_epsilon():

@@ -79,7 +79,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..engine.diagnostics import mean_error, rhat_rank
+from ..engine.diagnostics import ess_bulk, ess_tail, mean_error, rhat_rank
 from .config import SamplerConfig
 from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
 from .restrictions import Restriction
@@ -415,6 +415,8 @@ class SamplingResult:
     execution: dict = field(default_factory=dict)  # shared_batches, chain_mode, workers, memo hits
     llc_dof: float = float("inf")
     llc_ess: float = float("nan")
+    llc_ess_bulk: float = float("nan")
+    llc_ess_tail: float = float("nan")
 
     def with_trace(self, loss_trace: np.ndarray, config: SamplerConfig) -> "SamplingResult":
         """This result with the loss trace (and LLC statistics) of all chains, e.g. gathered from
@@ -430,6 +432,8 @@ class SamplingResult:
             "llc_rhat": self.llc_rhat,
             "llc_dof": self.llc_dof,
             "llc_ess": self.llc_ess,
+            "llc_ess_bulk": self.llc_ess_bulk,
+            "llc_ess_tail": self.llc_ess_tail,
             "llc_per_chain": self.llc_per_chain.tolist(),
             "init_loss": self.init_loss,
             "nbeta": self.nbeta,
@@ -513,13 +517,16 @@ def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches
     rank-normalised split R-hat. ``n_batches`` is accepted for compatibility and ignored: the
     trace is stored per step, so the error uses every step."""
     err = mean_error(trace[:, :, None])
+    long_enough = trace.shape[1] >= 4
     return {
         "llc": float(nbeta * (trace.mean() - init_loss)),
         "llc_stderr": float(nbeta * err.se[0]),
         "llc_dof": float(err.dof[0]),
         "llc_ess": float(err.ess[0]),
         "llc_per_chain": nbeta * (trace.mean(axis=1) - init_loss),
-        "llc_rhat": float(rhat_rank(trace[:, :, None])[0]) if trace.shape[1] >= 4 else float("nan"),
+        "llc_rhat": float(rhat_rank(trace[:, :, None])[0]) if long_enough else float("nan"),
+        "llc_ess_bulk": float(ess_bulk(trace[:, :, None])[0]) if long_enough else float("nan"),
+        "llc_ess_tail": float(ess_tail(trace[:, :, None])[0]) if long_enough else float("nan"),
     }
 
 
