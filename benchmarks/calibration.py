@@ -25,7 +25,7 @@ Suites:
   from the lagged covariances). Exact χ = Cov(φ, ψ) (scale 1).
 * ``linear`` — the linear-Gaussian oracle of tests/test_nn_linear_gaussian.py (n = 20, d = 3,
   nβ = 5, γ = 2) through the real sampler (:class:`~spectro.nn.LocalizedPosterior`,
-  :func:`~spectro.nn.sample_moments`), full-batch SGLD ε = 0.02, 2 steps per draw, 300 burn-in
+  :func:`~spectro.engine.driver.sample_moments` on a :class:`~spectro.nn.PosteriorSystem`), full-batch SGLD ε = 0.02, 2 steps per draw, 300 burn-in
   steps, float64; per seed an unrestricted run and a run restricted to weights 0 and 2 (weight 1
   frozen at w*). Estimators: plain FDT χ = −Cov(φ, ψ) on both runs, and Baker's component
   estimator χ^C = −(E_C[φψ] − E_C[φ]·E_full[ψ]) (component = the restricted run, full = the
@@ -358,7 +358,8 @@ def lg_sample(chains: int, draws: int, seed: int, restricted: bool, burn_in: int
     """One run of the real sampler; returns the MomentAccumulator and the names."""
     import torch
 
-    from spectro.nn import LocalizedPosterior, ProbeSet, Restriction, SamplerConfig, sample_moments
+    from spectro.engine.driver import sample_moments
+    from spectro.nn import PosteriorSystem, ProbeSet, Restriction, SamplerConfig, run_config
 
     model, X, y, w_star = lg_problem()
     l_star = float(torch.mean((y - X @ w_star) ** 2))
@@ -367,9 +368,10 @@ def lg_sample(chains: int, draws: int, seed: int, restricted: bool, burn_in: int
                         steps_per_draw=LG_STEPS_PER_DRAW, burn_in=burn_in, batch_size=None, seed=seed,
                         master_dtype=torch.float64)
     restriction = Restriction({"weight": torch.as_tensor(LG_FREE)[None]}, name="w0,w2") if restricted else None
-    post = LocalizedPosterior(model, _squared_loss, (X, y), cfg, restriction)
-    acc, _, obs_names, field_names = sample_moments(post, ProbeSet({"train": (X, y)}), observables, fields)
-    return acc, obs_names, field_names
+    system = PosteriorSystem(model, _squared_loss, (X, y), cfg, ProbeSet({"train": (X, y)}), observables, fields,
+                             restriction=restriction)
+    acc, _ = sample_moments(system, run_config(cfg), progress=False)
+    return acc, system.observables, system.fields
 
 
 def lg_exact() -> dict[str, np.ndarray]:
@@ -454,7 +456,7 @@ def suite_ising(seeds: int, quick: bool, log) -> list[Regime]:
             names = [f"{o}~{p}" for o in sus.observables for p in sus.fields]
             r = Regime(f"Ising 12x12 walled b=0.44 {IS_CHAINS}x{draws}", "ising", None if quick else "long_ising",
                        exact.ravel(), names, {"lattice": "walled 12x12", "beta": IS_BETA, "sampler": "metropolis",
-                                              "chains": IS_CHAINS, "draws": draws, "burn_in_sweeps": run.burn_in_sweeps,
+                                              "chains": IS_CHAINS, "draws": draws, "burn_in_sweeps": run.burn_in_steps,
                                               "init": "random", "probes": list(probes)})
         r.add(sus)
     r.wall_s = time.perf_counter() - t0

@@ -5,9 +5,12 @@ from .moments import MomentAccumulator, MomentError
 from .susceptibility import (
     Flags, PooledMoments, Susceptibility, component_susceptibility_estimate, estimate_susceptibility, pooled_moments,
 )
+from .system import System, SystemBase
+from .driver import Checkpointing, RunConfig, SamplingStopped, measure, measure_components
 
 __all__ = [
     "MomentAccumulator", "MomentError", "PooledMoments", "Susceptibility", "estimate_susceptibility",
     "component_susceptibility_estimate", "pooled_moments", "Flags", "MeanError", "mean_error", "ess_mean",
-    "ess_bulk", "ess_tail", "rhat_rank",
+    "ess_bulk", "ess_tail", "rhat_rank", "System", "SystemBase", "RunConfig", "Checkpointing", "SamplingStopped",
+    "measure", "measure_components",
 ]

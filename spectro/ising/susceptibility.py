@@ -10,79 +10,105 @@ The exact counterpart (transfer matrix / enumeration) is :func:`exact_chamber_su
 
 from __future__ import annotations
 
+import hashlib
 import math
-import time
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..engine import MomentAccumulator, Susceptibility, estimate_susceptibility
-from ..engine.moments import DEFAULT_SERIES_BUDGET_MB
-from ..engine.distributed import World, all_reduce_accumulator, chain_block, current_world
-from ..outputs import OutputError, check_snapshot_target, load_snapshot, save_snapshot
+from ..engine import Susceptibility
+from ..engine.distributed import World, current_world
+from ..engine.driver import SNAPSHOT_KIND, Checkpointing, RunConfig, measure
+from ..engine.system import SystemBase
 from .lattice import CHAMBERS, Lattice, LatticeError, Rect
 from .samplers import IsingSampler, SamplerConfig
 
 __all__ = [
-    "Checkpointing", "RunConfig", "chamber_susceptibility", "exact_chamber_susceptibility", "probe_grid",
+    "Checkpointing", "RunConfig", "IsingSystem", "SNAPSHOT_KIND", "chamber_susceptibility", "exact_chamber_susceptibility", "probe_grid",
     "TRANSFER_MATRIX_MAX_WIDTH", "ENUMERATION_MAX_SITES",
 ]
 
-SNAPSHOT_KIND = "ising-chains"
 TRANSFER_MATRIX_MAX_WIDTH = 14
 ENUMERATION_MAX_SITES = 20
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """How long to sample. ``draws`` per chain, each after ``thin`` sweeps; ``burn_in`` sweeps first
-    (default: a tenth of draws·thin). ``batches``: points per chain of the error-estimate series
-    (None: one per draw within the engine's memory budget, docs/design.md §4)."""
+class IsingSystem(SystemBase):
+    """The Ising lattice as a :class:`~spectro.engine.system.System`: spins are the configuration,
+    one step is one sweep, φ = chamber magnetizations M_A, ψ = probe magnetizations M_B, scale β.
 
-    draws: int = 10_000
-    thin: int = 1
-    burn_in: int | None = None
-    batches: int | None = None
-    block: int = 1000  # draws handed to the engine at once (memory ~ block·chains·regions)
+    The chains' sampler is built on first use, so a process of a distributed run only ever
+    builds its own block (:meth:`chain_block`)."""
 
-    def __post_init__(self) -> None:
-        for name in ("draws", "thin", "batches", "block"):
-            v = getattr(self, name)
-            if name == "batches" and v is None:
-                continue
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.draws < 4:
-            raise ValueError(f"need at least 4 draws for error bars, got {self.draws}")
-        if self.batches is not None and self.batches > self.draws:
-            raise ValueError(f"batches ({self.batches}) exceeds draws ({self.draws}): a batch must hold a draw")
-        if self.burn_in is not None and (not isinstance(self.burn_in, int) or self.burn_in < 0):
-            raise ValueError(f"burn_in must be a non-negative integer, got {self.burn_in!r}")
+    unit = "sweep"
+
+    def __init__(self, lattice: Lattice, beta: float, probes: dict[str, np.ndarray],
+                 sampler: SamplerConfig = SamplerConfig(), observables: tuple[str, ...] = CHAMBERS):
+        _check_beta(beta)
+        if not probes:
+            raise LatticeError("no probe regions given")
+        missing = [name for name in observables if name not in lattice.regions]
+        if missing:
+            raise LatticeError(f"lattice has no region(s) {missing}; it has {sorted(lattice.regions)}")
+        probe_masks = []
+        for name, m in probes.items():
+            m = np.asarray(m)
+            if m.shape != (lattice.height, lattice.width):
+                raise LatticeError(f"probe {name!r} has shape {m.shape}, lattice is {lattice.height}x{lattice.width}")
+            if not np.any(m):
+                raise LatticeError(f"probe {name!r} is empty")
+            probe_masks.append(m)
+        self.lattice, self.beta, self.config = lattice, float(beta), sampler
+        self.probes = dict(probes)
+        self.masks = np.stack([lattice.regions[name] for name in observables] + probe_masks).astype(np.float64)
+        self.observables, self.fields = list(observables), list(probes)
+        self.n_chains, self.scale, self.device = sampler.chains, self.beta, "cpu"
+        self.name = f"ising β={beta:g} {lattice.height}x{lattice.width} {sampler.sampler}"
+        self._global = sampler  # the whole run's sampler settings (a chain block keeps them for its summary)
+        self._sampler: IsingSampler | None = None
 
     @property
-    def burn_in_sweeps(self) -> int:
-        return self.burn_in if self.burn_in is not None else (self.draws * self.thin) // 10
+    def sampler(self) -> IsingSampler:
+        if self._sampler is None:
+            self._sampler = IsingSampler(self.lattice, self.beta, self.config)
+        return self._sampler
 
+    def chain_block(self, start: int, stop: int) -> "IsingSystem":
+        local = replace(self.config, chains=stop - start, chain_offset=self.config.chain_offset + start)
+        block = IsingSystem(self.lattice, self.beta, self.probes, local, tuple(self.observables))
+        block._global = self._global
+        return block
 
-@dataclass(frozen=True)
-class Checkpointing:
-    """Periodic sampler + accumulator snapshots so a killed run can resume bit-identically.
+    def advance(self, steps: int) -> None:
+        self.sampler.sweep(steps)
 
-    A snapshot is written atomically to ``path`` (``path.rank<r>`` for rank r > 0 of a
-    distributed run) after a completed block once ``every_seconds`` have passed. With
-    ``resume=True`` an existing snapshot is loaded and the run continues from it; the block grid
-    is the same as in an uninterrupted run, so the result is identical bit for bit.
-    """
+    def draw(self, n: int, thin: int) -> tuple[torch.Tensor, torch.Tensor]:
+        mags = torch.from_numpy(self.sampler.sample_regions(self.masks, n, thin))  # [n, C, m + k]
+        m = len(self.observables)
+        return mags[..., :m], mags[..., m:]
 
-    path: Path
-    every_seconds: float = 60.0
-    resume: bool = False
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
 
-    def file(self, rank: int) -> Path:
-        return Path(self.path) if rank == 0 else Path(f"{self.path}.rank{rank}")
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+    def fingerprint(self) -> dict:
+        lat = self.lattice
+        return {"system": "ising", "beta": self.beta, "shape": [lat.height, lat.width], "periodic": lat.periodic,
+                "hamiltonian": _digest(lat.j_right, lat.j_down, lat.field, self.masks),
+                "observables": self.observables, "probes": self.fields, "sampler": asdict(self.config)}
+
+    def summary(self, gather) -> dict:
+        return {
+            "system": "ising",
+            "beta": self.beta,
+            "height": self.lattice.height,
+            "width": self.lattice.width,
+            "periodic": self.lattice.periodic,
+            "sampler": asdict(self._global),
+            "convention": "chi[A,B] = d<M_A>/dh_B = beta*Cov(M_A, M_B), H_h = H - h*M_B",
+        }
 
 
 def chamber_susceptibility(
@@ -96,112 +122,19 @@ def chamber_susceptibility(
     checkpoint: Checkpointing | None = None,
     world: World | None = None,
 ) -> Susceptibility:
-    """χ[A, B] = β·Cov(M_A, M_B) for observables A (lattice regions) and probe masks B, sampled.
-
-    Returns the engine's :class:`~spectro.engine.Susceptibility` (rows: ``observables``,
-    columns: probe names) with batch-means standard errors, ESS and split R-hat. Under
-    ``torchrun`` (or with an explicit ``world``) each process samples its block of the
-    ``sampler.chains`` global chains and the moments are all-reduced: every rank returns the
-    same result as one process would.
-    """
-    _check_beta(beta)
-    if not probes:
-        raise LatticeError("no probe regions given")
-    missing = [name for name in observables if name not in lattice.regions]
-    if missing:
-        raise LatticeError(f"lattice has no region(s) {missing}; it has {sorted(lattice.regions)}")
-    probe_masks = []
-    for name, m in probes.items():
-        m = np.asarray(m)
-        if m.shape != (lattice.height, lattice.width):
-            raise LatticeError(f"probe {name!r} has shape {m.shape}, lattice is {lattice.height}x{lattice.width}")
-        if not np.any(m):
-            raise LatticeError(f"probe {name!r} is empty")
-        probe_masks.append(m)
-    masks = np.stack([lattice.regions[name] for name in observables] + probe_masks).astype(np.float64)
-    m, k = len(observables), len(probe_masks)
-
-    world = world or current_world(sampler.device)
-    start, stop = chain_block(sampler.chains, world)
-    local = replace(sampler, chains=stop - start, chain_offset=sampler.chain_offset + start)
-    chain_sampler = IsingSampler(lattice, beta, local)
-    points = MomentAccumulator.series_points(sampler.chains, m, k, run.draws, run.batches, DEFAULT_SERIES_BUDGET_MB)
-    acc = MomentAccumulator(local.chains, m, k, run.draws, n_batches=points)  # same series on every rank
-    position = {"burned": 0, "drawn": 0}
-    fingerprint = {"beta": beta, "lattice": lattice.height * 1000 + lattice.width, "probes": list(probes),
-                   "sampler": asdict(local), "run": asdict(run)}
-    if checkpoint is not None:
-        own = checkpoint.file(world.rank)
-        check_snapshot_target(own, SNAPSHOT_KIND)  # never replaces a file that is not a spectro snapshot
-        if checkpoint.resume and own.exists():
-            position = _load_snapshot(own, fingerprint, chain_sampler, acc)
-
-    total = run.burn_in_sweeps + run.draws * run.thin
-    bar = tqdm(total=total, unit="sweep", disable=not (progress and world.is_main),
-               desc=f"ising β={beta:g} {lattice.height}x{lattice.width} {sampler.sampler}")
-    bar.update(position["burned"] + position["drawn"] * run.thin)
-    last_save = time.monotonic()
-
-    def maybe_save() -> None:
-        nonlocal last_save
-        if checkpoint is not None and time.monotonic() - last_save >= checkpoint.every_seconds:
-            _save_snapshot(checkpoint.file(world.rank), fingerprint, chain_sampler, acc, position)
-            last_save = time.monotonic()
-
-    while position["burned"] < run.burn_in_sweeps:  # burn-in in blocks so the bar moves
-        n = min(run.burn_in_sweeps - position["burned"], run.block * run.thin)
-        chain_sampler.sweep(n)
-        position["burned"] += n
-        bar.update(n)
-        maybe_save()
-    while position["drawn"] < run.draws:
-        n = min(run.block, run.draws - position["drawn"])
-        mags = torch.from_numpy(chain_sampler.sample_regions(masks, n, run.thin))  # [n, C, m + k]
-        acc.update(mags[..., :m], mags[..., m:])
-        position["drawn"] += n
-        bar.update(n * run.thin)
-        maybe_save()
-    bar.close()
-    acc = all_reduce_accumulator(acc, start, sampler.chains, world)
-    meta = {
-        "system": "ising",
-        "beta": beta,
-        "height": lattice.height,
-        "width": lattice.width,
-        "periodic": lattice.periodic,
-        "sampler": asdict(sampler),
-        "run": {**asdict(run), "burn_in": run.burn_in_sweeps},
-        "processes": world.size,
-        "convention": "chi[A,B] = d<M_A>/dh_B = beta*Cov(M_A, M_B), H_h = H - h*M_B",
-    }
-    return estimate_susceptibility(acc, scale=beta, observables=list(observables), fields=list(probes), meta=meta)
+    """χ[A, B] = β·Cov(M_A, M_B) for observables A (lattice regions) and probe masks B, sampled:
+    :func:`spectro.engine.measure` on an :class:`IsingSystem` (resume, torchrun split and merge,
+    error bars: docs/design.md §3–4)."""
+    system = IsingSystem(lattice, beta, probes, sampler, observables)
+    return measure(system, run, checkpoint=checkpoint, world=world or current_world(sampler.device), progress=progress)
 
 
-def _save_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator, position: dict) -> None:
-    state = {"fingerprint": fingerprint, "sampler": sampler.state_dict(), "accumulator": acc.state_dict(), "position": dict(position)}
-    save_snapshot(path, SNAPSHOT_KIND, state)
-
-
-def _load_snapshot(path: Path, fingerprint: dict, sampler: IsingSampler, acc: MomentAccumulator) -> dict:
-    state = load_snapshot(path, SNAPSHOT_KIND, what="checkpoint")
-    if _canonical(state.get("fingerprint")) != _canonical(fingerprint):
-        raise ValueError(f"checkpoint {path} belongs to a different run (lattice, β, probes or settings differ); "
-                         "remove it or run without --resume")
-    try:
-        sampler.load_state_dict(state["sampler"])
-        acc.load_state_dict(state["accumulator"])
-        return {"burned": int(state["position"]["burned"]), "drawn": int(state["position"]["drawn"])}
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise OutputError(f"checkpoint {path} is damaged ({' '.join(str(e).split())}); remove it or run without --resume") from None
-
-
-def _canonical(obj):
-    """Tuples and lists compare equal (a snapshot stores what it was given)."""
-    if isinstance(obj, dict):
-        return {k: _canonical(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
-    return obj
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a, dtype=np.float64)
+        h.update(repr(a.shape).encode() + a.tobytes())
+    return h.hexdigest()
 
 
 def exact_chamber_susceptibility(

@@ -11,7 +11,8 @@ from .posterior import (DataMismatchError, DivergenceError, Draw, LocalizedPoste
                         SamplingResult)
 from .probes import ProbeSet, Selection
 from .restrictions import Restriction, attention_head
-from .susceptibility import baker_susceptibility, component_susceptibility, run_susceptibility, sample_moments
+from .susceptibility import baker_susceptibility, component_susceptibility, run_susceptibility
+from .system import PosteriorSystem, run_config
 
 __all__ = [
     "SamplerConfig", "default_nbeta",
@@ -21,5 +22,5 @@ __all__ = [
     "ProbeSet", "Selection",
     "PerSampleLoss", "PerTokenLoss", "MeanLoss",
     "SubsetFields", "SampleUpweighting", "TokenPointMasses",
-    "run_susceptibility", "sample_moments", "component_susceptibility", "baker_susceptibility",
+    "run_susceptibility", "component_susceptibility", "baker_susceptibility", "PosteriorSystem", "run_config",
 ]

@@ -458,6 +458,7 @@ class _LoopState:
     bad_info: torch.Tensor  # [C, 4]
     noise_gens: list[torch.Generator]
     data_gens: list[torch.Generator]
+    init_loss: float = float("nan")  # L_n(w*), the reference of the health threshold
 
     def snapshot(self, posterior: "LocalizedPosterior") -> dict:
         cpu = lambda t: None if t is None else t.detach().to("cpu", copy=True)  # noqa: E731
@@ -909,14 +910,8 @@ class LocalizedPosterior:
         continues after that draw (``on_draw`` is called for the remaining draws only) and the
         result is bit-for-bit that of the uninterrupted run.
         """
-        init_loss = self.init_loss
-        if not np.isfinite(init_loss):
-            raise NonFiniteLossError(
-                f"the training loss at w* (the model's own weights, before any sampling step) is {init_loss}: the "
-                "model's weights or the data give a non-finite loss; no step size can fix that"
-            )
-        with self._executing():
-            return self._sample(on_draw, init_loss, resume_from)
+        with self.running():
+            return self._sample(on_draw, self.init_loss, resume_from)
 
     def _state_fingerprint(self) -> dict:
         """What a snapshot must agree on to be resumed by this sampler."""
@@ -925,103 +920,142 @@ class LocalizedPosterior:
 
     def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float, resume_from: dict | None = None) -> SamplingResult:
         cfg = self.config
+        state = self.start(init_loss)
+        if resume_from is not None:
+            state.restore(resume_from, self)
+        while state.step < cfg.total_steps:
+            loss = self.advance(state, 1, check=False)
+            k = state.step - cfg.burn_in
+            if k > 0 and k % cfg.steps_per_draw == 0:
+                d = k // cfg.steps_per_draw - 1
+                state.trace[:, d] = loss
+                if on_draw is not None:
+                    on_draw(Draw(index=d, step=state.step, weights=state.W, loss=loss, posterior=self, _state=state))
+            if state.step % cfg.health_every == 0 or state.step == cfg.total_steps:
+                self.check(state)
+        return self._result(state.trace, init_loss, state.W)
+
+    # ------------------------------------------------------------------ step-wise sampling
+    def start(self, init_loss: float | None = None) -> "_LoopState":
+        """A fresh sampling state: every chain at w*, random streams seeded from (seed, chain).
+
+        Step it with :meth:`advance` inside :meth:`running` (what :meth:`sample` and
+        :class:`spectro.nn.system.PosteriorSystem` do)."""
+        cfg = self.config
+        dev, md = self.device, cfg.master_dtype
+        C, n = cfg.chains, self.n
+        init_loss = self.init_loss if init_loss is None else init_loss
+        full_batch = cfg.batch_size is None
+        W = self.w_star.unsqueeze(0).repeat(C, 1)
+        v = torch.zeros_like(W) if cfg.method == "rmsprop_sgld" else None
+        noise_gens = self._generators(_NOISE_STREAM)
+        data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
+        trace = torch.empty(C, cfg.draws, dtype=md, device=dev)
+        first_bad = torch.full((C,), -1, dtype=torch.long, device=dev)
+        bad_info = torch.zeros(C, 4, dtype=md, device=dev)  # loss, gradient, localization, noise norms
+        # pos = n forces a permutation draw at the first step
+        return _LoopState(0, W, v, None, n, trace, first_bad, bad_info, noise_gens, data_gens, init_loss)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Eval mode and the execution resources (worker threads, frozen-module memos) for a
+        sequence of :meth:`advance` calls and probe evaluations."""
+        if not np.isfinite(self.init_loss):
+            raise NonFiniteLossError(
+                f"the training loss at w* (the model's own weights, before any sampling step) is {self.init_loss}: "
+                "the model's weights or the data give a non-finite loss; no step size can fix that"
+            )
+        with _eval_mode(self.model), self._executing():
+            yield
+
+    def advance(self, state: "_LoopState", steps: int, *, check: bool = True) -> torch.Tensor:
+        """Take ``steps`` SGLD steps from ``state`` (in place); return the last step's minibatch
+        loss [C] (at the weights before its update, as devinterp records it). Health is read
+        every ``health_every`` steps and, with ``check``, after the last step
+        (:class:`DivergenceError`)."""
+        loss = None
+        for _ in range(steps):
+            loss = self._step(state)
+            if check and (state.step % self.config.health_every == 0):
+                self.check(state)
+        if check:
+            self.check(state)
+        return loss
+
+    def check(self, state: "_LoopState") -> None:
+        """Raise :class:`DivergenceError` for the earliest chain flagged unhealthy so far."""
+        self._raise_if_diverged(state.first_bad, state.bad_info, state.init_loss)
+
+    def _step(self, state: "_LoopState") -> torch.Tensor:
+        """One SGLD / RMSProp-SGLD step of every chain; updates ``state``; returns the loss [C]."""
+        cfg = self.config
         dev, md = self.device, cfg.master_dtype
         C, D, n = cfg.chains, self.dim, self.n
         eps, nbeta, gamma = cfg.epsilon, self.nbeta, cfg.gamma
         full_batch = cfg.batch_size is None
         shared = full_batch or self.shared_batches
         B = n if full_batch else cfg.batch_size
-        rmsprop = cfg.method == "rmsprop_sgld"
-        on_cpu = dev.type == "cpu"
-
-        threshold = init_loss + cfg.max_loss_increase
-        W = self.w_star.unsqueeze(0).repeat(C, 1)
-        v = torch.zeros_like(W) if rmsprop else None
-        noise_gens = self._generators(_NOISE_STREAM)
-        data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
+        W, v = state.W, state.v
         scaled_w = None if self.sample_weights is None else self.sample_weights * n  # n·ρ_i
 
-        trace = torch.empty(C, cfg.draws, dtype=md, device=dev)
-        first_bad = torch.full((C,), -1, dtype=torch.long, device=dev)
-        bad_info = torch.zeros(C, 4, dtype=md, device=dev)  # loss, gradient, localization, noise norms
-        perm: torch.Tensor | None = None
-        pos = n  # forces a permutation draw at the first step
-        state = _LoopState(0, W, v, perm, pos, trace, first_bad, bad_info, noise_gens, data_gens)
-        if resume_from is not None:
-            state.restore(resume_from, self)
-            W, v, perm, pos = state.W, state.v, state.perm, state.pos
-            trace, first_bad, bad_info = state.trace, state.first_bad, state.bad_info
+        # ---- minibatch (indices drawn here, in the calling thread: reproducible)
+        if full_batch:
+            batch, sw = self.train_data, scaled_w
+        else:
+            if state.pos + B > n:
+                state.perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in state.data_gens])
+                state.pos = 0
+            idx = state.perm[:, state.pos : state.pos + B]
+            state.pos += B
+            if shared:
+                idx = idx[0]
+            batch = _index(self.train_data, idx)
+            sw = None if scaled_w is None else scaled_w[idx]
 
-        with _eval_mode(self.model):
-            for step in range(state.step, cfg.total_steps):
-                # ---- minibatch (indices drawn here, in the calling thread: reproducible)
-                if full_batch:
-                    batch, sw = self.train_data, scaled_w
-                else:
-                    if pos + B > n:
-                        perm = torch.stack([torch.randperm(n, generator=g, device=dev) for g in data_gens])
-                        pos = 0
-                    idx = perm[:, pos : pos + B]
-                    pos += B
-                    if shared:
-                        idx = idx[0]
-                    batch = _index(self.train_data, idx)
-                    sw = None if scaled_w is None else scaled_w[idx]
+        # ---- gradient, noise and update, chain block by chain block
+        W_new = torch.empty_like(W)
+        v_new = torch.empty_like(v) if v is not None else None
+        G = torch.empty_like(W)
+        noise = torch.empty(C, D, dtype=md, device=dev)
+        loss = torch.empty(C, dtype=md, device=dev)
+        noise_gens = state.noise_gens
 
-                # ---- gradient, noise and update, chain block by chain block
-                W_new = torch.empty_like(W)
-                v_new = torch.empty_like(v) if v is not None else None
-                G = torch.empty_like(W)
-                noise = torch.empty(C, D, dtype=md, device=dev)
-                loss = torch.empty(C, dtype=md, device=dev)
+        def work(k: int, sl: slice) -> None:
+            b = batch if shared else _slice(batch, sl)
+            swk = sw if (sw is None or shared) else sw[sl]
+            lk, gk = self._block_loss_and_grad(k, W[sl], b, swk, shared)
+            loss[sl], G[sl] = lk, gk
+            for c in range(sl.start, sl.stop):
+                noise[c].normal_(generator=noise_gens[c])
+            if v_new is not None:
+                v_new[sl] = rmsprop_update(v[sl], gk, cfg.rmsprop_alpha)
+                eps_k: float | torch.Tensor = eps * rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
+            else:
+                eps_k = eps
+            drift = sgld_drift(gk, W[sl], self.w_star, nbeta, gamma)
+            eta = noise[sl]
+            if self.mask is not None:
+                drift = drift * self.mask
+                eta = eta * self.mask
+            W_new[sl] = langevin_step(W[sl], drift, eta, eps_k)
 
-                def work(k: int, sl: slice) -> None:
-                    b = batch if shared else _slice(batch, sl)
-                    swk = sw if (sw is None or shared) else sw[sl]
-                    lk, gk = self._block_loss_and_grad(k, W[sl], b, swk, shared)
-                    loss[sl], G[sl] = lk, gk
-                    for c in range(sl.start, sl.stop):
-                        noise[c].normal_(generator=noise_gens[c])
-                    if v_new is not None:
-                        v_new[sl] = rmsprop_update(v[sl], gk, cfg.rmsprop_alpha)
-                        eps_k: float | torch.Tensor = eps * rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
-                    else:
-                        eps_k = eps
-                    drift = sgld_drift(gk, W[sl], self.w_star, nbeta, gamma)
-                    eta = noise[sl]
-                    if self.mask is not None:
-                        drift = drift * self.mask
-                        eta = eta * self.mask
-                    W_new[sl] = langevin_step(W[sl], drift, eta, eps_k)
+        self._run_blocks(work, C)
 
-                self._run_blocks(work, C)
-
-                # ---- health flag (on the device; the displacement norms only when needed)
-                bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(W_new.sum(-1))
-                if not on_cpu or bool(bad.any()):
-                    eps_i = eps * rmsprop_preconditioner(v_new, cfg.rmsprop_delta) if v_new is not None else eps
-                    gm = G if self.mask is None else G * self.mask
-                    eta = noise if self.mask is None else noise * self.mask
-                    norms = step_terms(gm, W, self.w_star, eta, nbeta, gamma, eps_i)
-                    bad = bad | ~torch.isfinite(norms).all(-1)
-                    new = bad & (first_bad < 0)
-                    first_bad = torch.where(new, torch.full_like(first_bad, step), first_bad)
-                    bad_info = torch.where(new[:, None], torch.cat([loss[:, None], norms], dim=1), bad_info)
-                W, v = W_new, v_new
-
-                # ---- draw
-                k = step + 1 - cfg.burn_in
-                if k > 0 and k % cfg.steps_per_draw == 0:
-                    d = k // cfg.steps_per_draw - 1
-                    trace[:, d] = loss
-                    if on_draw is not None:
-                        state.step, state.W, state.v, state.perm, state.pos = step + 1, W, v, perm, pos
-                        state.first_bad, state.bad_info = first_bad, bad_info
-                        on_draw(Draw(index=d, step=step + 1, weights=W, loss=loss, posterior=self, _state=state))
-                if (step + 1) % cfg.health_every == 0 or step + 1 == cfg.total_steps:
-                    self._raise_if_diverged(first_bad, bad_info, init_loss)
-
-        return self._result(trace, init_loss, W)
+        # ---- health flag (on the device; the displacement norms only when needed)
+        threshold = state.init_loss + cfg.max_loss_increase
+        bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(W_new.sum(-1))
+        if dev.type != "cpu" or bool(bad.any()):
+            eps_i = eps * rmsprop_preconditioner(v_new, cfg.rmsprop_delta) if v_new is not None else eps
+            gm = G if self.mask is None else G * self.mask
+            eta = noise if self.mask is None else noise * self.mask
+            norms = step_terms(gm, W, self.w_star, eta, nbeta, gamma, eps_i)
+            bad = bad | ~torch.isfinite(norms).all(-1)
+            new = bad & (state.first_bad < 0)
+            state.first_bad = torch.where(new, torch.full_like(state.first_bad, state.step), state.first_bad)
+            state.bad_info = torch.where(new[:, None], torch.cat([loss[:, None], norms], dim=1), state.bad_info)
+        state.W, state.v = W_new, v_new
+        state.step += 1
+        return loss
 
     def _raise_if_diverged(self, first_bad: torch.Tensor, bad_info: torch.Tensor, init_loss: float) -> None:
         fb = first_bad.cpu()

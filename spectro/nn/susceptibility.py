@@ -21,54 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import MomentAccumulator, Susceptibility, component_susceptibility_estimate, estimate_susceptibility
-from ..engine.susceptibility import environment_versions
+from ..engine import MomentAccumulator, Susceptibility, component_susceptibility_estimate
+from ..engine.distributed import World
+from ..engine.driver import Checkpointing, measure, measure_components
 from .config import SamplerConfig
 from .fields import TokenPointMasses
-from .observables import LossFunctional, MeanLoss, concat, mean_loss
-from .posterior import Batch, Draw, LocalizedPosterior, PerSampleLoss, SamplingResult, run_seed
+from .observables import LossFunctional, MeanLoss, mean_loss
+from .posterior import Batch, LocalizedPosterior, PerSampleLoss, run_seed
 from .probes import ProbeSet
 from .restrictions import Restriction
+from .system import PosteriorSystem, run_config
 
-__all__ = ["run_susceptibility", "sample_moments", "component_susceptibility", "baker_susceptibility"]
-
-
-def _names(functionals: Sequence[LossFunctional], probe: ProbeSet, n_tokens: int) -> list[str]:
-    return [name for f in functionals for name in f.names(probe, n_tokens)]
-
-
-def sample_moments(
-    posterior: LocalizedPosterior,
-    probe: ProbeSet,
-    observables: Sequence[LossFunctional],
-    fields: Sequence[LossFunctional],
-) -> tuple[MomentAccumulator, SamplingResult, list[str], list[str]]:
-    """Sample ``posterior`` and stream (φ, ψ) of every draw into a fresh accumulator.
-
-    Observables and fields are first evaluated at w* (a [1, N, T] probe forward), which checks
-    every selection and the loss shapes before any sampling, and fixes m, k and the names.
-    Returns (accumulator, sampling result, observable names, field names).
-    """
-    if not observables:
-        raise ValueError("need at least one observable")
-    if not fields:
-        raise ValueError("need at least one field generator")
-    cfg = posterior.config
-    at_star = probe.evaluate_at_w_star(posterior)
-    n_tokens = at_star.shape[-1]
-    obs_names, field_names = _names(observables, probe, n_tokens), _names(fields, probe, n_tokens)
-    m = concat(observables, at_star, probe).shape[1]
-    k = concat(fields, at_star, probe).shape[1]
-    if (m, k) != (len(obs_names), len(field_names)):
-        raise ValueError(f"functionals produced {m} observables / {k} fields but {len(obs_names)} / {len(field_names)} names")
-    acc = MomentAccumulator(cfg.chains, m, k, cfg.draws, n_batches=cfg.n_batches, device=cfg.device)
-
-    def on_draw(draw: Draw) -> None:
-        losses = probe.evaluate(posterior, draw.weights)
-        acc.update(concat(observables, losses, probe), concat(fields, losses, probe))
-
-    result = posterior.sample(on_draw)
-    return acc, result, obs_names, field_names
+__all__ = ["run_susceptibility", "component_susceptibility", "baker_susceptibility"]
 
 
 def run_susceptibility(
@@ -86,26 +50,23 @@ def run_susceptibility(
     meta: dict | None = None,
     shared_batches: bool = False,
     posterior_options: Mapping[str, Any] | None = None,
+    checkpoint: Checkpointing | None = None,
+    world: World | None = None,
+    progress: bool = False,
 ) -> Susceptibility:
-    """χ[i, a] = −Cov_β(φ_i, ψ_a) under p(w) ∝ exp(−nβ·L_n(w) − γ/2‖w − w*‖²).
+    """χ[i, a] = −Cov_β(φ_i, ψ_a) under p(w) ∝ exp(−nβ·L_n(w) − γ/2‖w − w*‖²):
+    :func:`spectro.engine.measure` on a :class:`~spectro.nn.system.PosteriorSystem`.
 
-    Standard errors, ESS and R-hat come from the engine's streamed per-chain batch moments.
     ``meta`` of the result gets ``"sampling"`` (LLC λ̂ = nβ·(E[L_n] − L_n(w*)) ± stderr, L_n(w*),
-    nβ, sampler config, restriction), ``"loss_trace"`` ([C][draws] minibatch losses) and
-    ``"timing"`` (wall seconds). ``shared_batches`` and ``posterior_options`` (``chain_mode``,
-    ``workers``, ``memoize_frozen``) are passed to :class:`LocalizedPosterior`.
+    nβ, sampler config, restriction), ``"loss_trace"`` ([C][draws] minibatch losses), ``"run"``
+    and ``"timing"``. ``shared_batches`` and ``posterior_options`` (``chain_mode``, ``workers``,
+    ``memoize_frozen``) are passed to :class:`LocalizedPosterior`. ``checkpoint`` and ``world``:
+    resume and torchrun, as for every system (docs/design.md §3).
     """
-    t0 = time.perf_counter()
-    post = LocalizedPosterior(
-        model, per_sample_loss, train_data, config, restriction, model_input=model_input, sample_weights=sample_weights,
-        shared_batches=shared_batches, **dict(posterior_options or {}),
-    )
-    acc, result, obs_names, field_names = sample_moments(post, probe, observables, fields)
-    info = {
-        "sampling": result.summary(), "loss_trace": result.loss_trace.tolist(), "estimator": "-Cov(phi, psi)",
-        "timing": {"sample_s": time.perf_counter() - t0},
-    }
-    return estimate_susceptibility(acc, -1.0, obs_names, field_names, meta={**info, **(meta or {})})
+    system = PosteriorSystem(model, per_sample_loss, train_data, config, probe, observables, fields,
+                             restriction=restriction, model_input=model_input, sample_weights=sample_weights,
+                             shared_batches=shared_batches, posterior_options=posterior_options)
+    return measure(system, run_config(config), checkpoint=checkpoint, world=world, progress=progress, meta=meta)
 
 
 # ---------------------------------------------------------------------- Baker et al. 2025
@@ -135,6 +96,9 @@ def component_susceptibility(
     phi_reference: float | None = None,
     shared_batches: bool = False,
     posterior_options: Mapping[str, Any] | None = None,
+    checkpoint: Checkpointing | None = None,
+    world: World | None = None,
+    progress: bool = False,
 ) -> dict[str, Susceptibility]:
     """Per-token susceptibilities of weight components (Baker et al. 2025, docs/design.md §2).
 
@@ -171,42 +135,41 @@ def component_susceptibility(
     * devinterp reports no uncertainty; we give the standard error derived in
       :func:`baker_susceptibility`.
 
-    Returns component name → Susceptibility with one observable ``"phi_C"`` and the token fields;
-    ``meta["timing"]`` holds wall seconds of the shared set-up, the full run and the component run.
+    Sampling goes through :func:`spectro.engine.measure_components` (checkpoints: one file per
+    run; torchrun). Returns component name → Susceptibility with one observable ``"phi_C"`` and
+    the token fields; ``meta["timing"]`` holds wall seconds of the shared set-up, the full run and
+    every component run.
     """
     if not components:
         raise ValueError("need at least one component restriction")
     full_config = full_config or config
     base_sel = tokens.base
-    opts = {"shared_batches": shared_batches, **dict(posterior_options or {})}
+    opts = dict(posterior_options or {})
     t0 = time.perf_counter()
-    # L̄(w*) on the base selection (shared by all runs: w* is the same)
-    probe_post = LocalizedPosterior(model, per_sample_loss, train_data, full_config, None, model_input=model_input, **opts)
+    # L̄(w*) on the base selection and L_n(w*): once for every run (w* is the same)
+    probe_post = LocalizedPosterior(model, per_sample_loss, train_data, full_config, None, model_input=model_input,
+                                    shared_batches=shared_batches, **opts)
     ref_star = float(mean_loss(probe.evaluate_at_w_star(probe_post), probe, base_sel)[0])
     ref = ref_star if phi_reference is None else float(phi_reference)
     phi = MeanLoss(base_sel, reference=ref)
-    init_loss = probe_post.init_loss  # L_n(w*): once, for every run
-    t1 = time.perf_counter()
+    init_loss = probe_post.init_loss
 
-    full_acc, full_res, _, field_names = sample_moments(probe_post, probe, [phi], [tokens])
-    t2 = time.perf_counter()
-    timing = {"setup_s": t1 - t0, "full_s": t2 - t1}
-    out: dict[str, Susceptibility] = {}
-    for name, restriction in components.items():
-        tc = time.perf_counter()
-        run_config = replace(config, seed=run_seed(config.seed, name))  # independent of the full run and other components
-        post = LocalizedPosterior(model, per_sample_loss, train_data, run_config, restriction, model_input=model_input,
-                                  init_loss=init_loss, **opts)
-        acc, res, _, _ = sample_moments(post, probe, [phi], [tokens])
-        info = {
-            "component": name,
-            "sampling": res.summary(),
-            "full_sampling": full_res.summary(),
-            "phi_reference_loss": ref,
-            "phi_reference_at_w_star": ref_star,
-        }
-        out[name] = baker_susceptibility(acc, full_acc, ["phi_C"], field_names, meta={**info, **(meta or {})})
-        timing[f"{name}_s"] = time.perf_counter() - tc
+    def system(cfg: SamplerConfig, restriction: Restriction | None, name: str) -> PosteriorSystem:
+        sys = PosteriorSystem(model, per_sample_loss, train_data, cfg, probe, [phi], [tokens], restriction=restriction,
+                              model_input=model_input, shared_batches=shared_batches,
+                              posterior_options={**opts, "init_loss": init_loss}, name=name)
+        sys.observables = ["phi_C"]
+        return sys
+
+    full = system(full_config, None, "full")
+    comps = {name: system(replace(config, seed=run_seed(config.seed, name)), r, name)  # independent streams
+             for name, r in components.items()}
+    setup_s = time.perf_counter() - t0
+    full_run = run_config(full_config) if full_config is not config else None
+    out = measure_components(full, comps, run_config(config), full_run=full_run, checkpoint=checkpoint, world=world,
+                             progress=progress,
+                             meta={"phi_reference_loss": ref, "phi_reference_at_w_star": ref_star, **(meta or {})})
     for s in out.values():
-        s.meta["timing"] = dict(timing)
+        s.meta["full_sampling"] = s.meta.pop("full_run")["sampling"]
+        s.meta["timing"]["setup_s"] = setup_s
     return out
