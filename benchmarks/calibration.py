@@ -370,8 +370,7 @@ def lg_sample(chains: int, draws: int, seed: int, restricted: bool, burn_in: int
     restriction = Restriction({"weight": torch.as_tensor(LG_FREE)[None]}, name="w0,w2") if restricted else None
     system = PosteriorSystem(model, _squared_loss, (X, y), cfg, ProbeSet({"train": (X, y)}), observables, fields,
                              restriction=restriction)
-    acc, _ = sample_moments(system, run_config(cfg), progress=False)
-    return acc, system.observables, system.fields
+    return sample_moments(system, run_config(cfg), progress=False).accumulator, system.observables, system.fields
 
 
 def lg_exact() -> dict[str, np.ndarray]:

@@ -13,14 +13,14 @@ owns what every system would otherwise re-implement:
   follows the same block grid, so its result equals the uninterrupted run's bit for bit;
 * torchrun: each process samples its contiguous block of the chains (``system.chain_block``)
   and the accumulators are all-reduced (:mod:`spectro.engine.distributed`); a failure on one
-  process stops every process instead of leaving them waiting;
+  process is reported to every process instead of leaving them waiting;
 * timing (``meta["timing"]``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from .moments import DEFAULT_SERIES_BUDGET_MB, MomentAccumulator
 from .susceptibility import Susceptibility, component_susceptibility_estimate, estimate_susceptibility
 from .system import System
 
-__all__ = ["RunConfig", "Checkpointing", "SamplingStopped", "measure", "measure_components", "sample_moments",
-           "SNAPSHOT_KIND"]
+__all__ = ["RunConfig", "Checkpointing", "SamplingStopped", "Sampled", "measure", "measure_components",
+           "sample_moments", "SNAPSHOT_KIND"]
 
 SNAPSHOT_KIND = "chains"
 
@@ -85,9 +85,10 @@ class RunConfig:
 class Checkpointing:
     """Periodic snapshots so a killed run resumes bit-identically.
 
-    A snapshot goes to ``path`` (``path.rank<r>`` for rank r > 0 of a distributed run) after a
-    completed block once ``every_seconds`` have passed, and when the run ends. ``resume=True``
-    continues from an existing snapshot. Never replaces a file that is not a spectro snapshot.
+    A snapshot goes to ``path`` (``path.rank<r>`` for rank r > 0 of a distributed run, or
+    ``path`` with ``{rank}`` replaced by r when it contains ``{rank}``) after a completed block
+    once ``every_seconds`` have passed, and when the run ends. ``resume=True`` continues from an
+    existing snapshot. Never replaces a file that is not a spectro snapshot.
     """
 
     path: Path
@@ -95,11 +96,25 @@ class Checkpointing:
     resume: bool = False
 
     def file(self, rank: int) -> Path:
+        if "{rank}" in str(self.path):
+            return Path(str(self.path).replace("{rank}", str(rank)))
         return Path(self.path) if rank == 0 else Path(f"{self.path}.rank{rank}")
 
     def for_run(self, name: str) -> "Checkpointing":
         """The checkpoint of one of several runs (``measure_components``): ``path.<name>``."""
         return Checkpointing(Path(f"{self.path}.{name}"), self.every_seconds, self.resume)
+
+
+@dataclass
+class Sampled:
+    """What :func:`sample_moments` leaves: the accumulator over all chains, the run's ``meta``,
+    this process's system (its chains' final state, for anything a caller wants to read off it)
+    and ``gather`` (this process's per-chain rows → all chains' rows)."""
+
+    accumulator: MomentAccumulator
+    meta: dict[str, Any]
+    system: System
+    gather: Callable[[torch.Tensor], torch.Tensor]
 
 
 def measure(
@@ -117,9 +132,9 @@ def measure(
     Every process of a torchrun launch returns the same result. ``meta`` of the result: the
     system's summary, ``run``, ``processes``, ``timing`` and ``meta``.
     """
-    acc, info = sample_moments(system, run, checkpoint=checkpoint, world=world, progress=progress, desc=desc)
-    return estimate_susceptibility(acc, system.scale, list(system.observables), list(system.fields),
-                                   meta={**info, **dict(meta or {})})
+    done = sample_moments(system, run, checkpoint=checkpoint, world=world, progress=progress, desc=desc)
+    return estimate_susceptibility(done.accumulator, system.scale, list(system.observables), list(system.fields),
+                                   meta={**done.meta, **dict(meta or {})})
 
 
 def measure_components(
@@ -144,17 +159,17 @@ def measure_components(
         if list(comp.fields) != list(full.fields):
             raise ValueError(f"component {name!r} has fields different from the full system's")
     t0 = time.perf_counter()
-    full_acc, full_info = sample_moments(full, full_run or run, checkpoint=_sub(checkpoint, "full"), world=world,
-                                         progress=progress, desc="full")
+    full_done = sample_moments(full, full_run or run, checkpoint=_sub(checkpoint, "full"), world=world,
+                               progress=progress, desc="full")
     timing = {"full_s": time.perf_counter() - t0}
     out: dict[str, Susceptibility] = {}
     for name, comp in components.items():
         tc = time.perf_counter()
-        acc, info = sample_moments(comp, run, checkpoint=_sub(checkpoint, name), world=world, progress=progress,
-                                   desc=name)
+        done = sample_moments(comp, run, checkpoint=_sub(checkpoint, name), world=world, progress=progress,
+                              desc=name)
         out[name] = component_susceptibility_estimate(
-            acc, full_acc, list(comp.observables), list(comp.fields),
-            meta={**info, "component": name, "full_run": full_info, **dict(meta or {})})
+            done.accumulator, full_done.accumulator, list(comp.observables), list(comp.fields),
+            meta={**done.meta, "component": name, "full_run": full_done.meta, **dict(meta or {})})
         timing[f"{name}_s"] = time.perf_counter() - tc
     for s in out.values():
         s.meta["timing"] = {**s.meta.get("timing", {}), **timing}
@@ -173,8 +188,12 @@ def sample_moments(
     world: World | None = None,
     progress: bool = True,
     desc: str | None = None,
-) -> tuple[MomentAccumulator, dict[str, Any]]:
-    """Sample ``system`` for ``run`` and return (the all-chain accumulator, the run's meta)."""
+) -> Sampled:
+    """Sample ``system`` for ``run``: the all-chain accumulator, the run's meta, this process's system.
+
+    In a distributed run a failure on one process is reported to all after their sampling loop
+    (one collective per run, so processes resumed from snapshots taken at different draws never
+    wait on each other), and the others raise :class:`SamplingStopped`."""
     t0 = time.perf_counter()
     world = world or current_world(system.device)
     C = system.n_chains
@@ -205,39 +224,29 @@ def sample_moments(
                                                "accumulator": acc.state_dict(), "position": dict(position)})
             last_save = time.monotonic()
 
-    def guarded(work) -> None:
-        """Run one block; in a distributed run, a failure anywhere stops every process."""
-        if world.size == 1:
-            work()
-            return
-        failure: BaseException | None = None
-        try:
-            work()
-        except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
-            failure = e
-        if any_rank(failure is not None, world, system.device):
-            raise failure if failure is not None else SamplingStopped(
-                "sampling failed on another process of this run; its error is printed there")
-
+    failure: Exception | None = None
     try:
         with local.running():
             while position["burned"] < run.burn_in_steps:
                 n = min(run.burn_in_steps - position["burned"], run.block * run.thin)
-                guarded(lambda: local.advance(n))
+                local.advance(n)
                 position["burned"] += n
                 after_block(n)
             while position["drawn"] < run.draws:
                 n = min(run.block, run.draws - position["drawn"])
-
-                def block() -> None:
-                    phi, psi = local.draw(n, run.thin)
-                    acc.update(phi, psi)
-
-                guarded(block)
+                phi, psi = local.draw(n, run.thin)
+                acc.update(phi, psi)
                 position["drawn"] += n
                 after_block(n * run.thin, final=position["drawn"] == run.draws)
+    except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
+        if world.size == 1:
+            raise
+        failure = e
     finally:
         bar.close()
+    if world.size > 1 and any_rank(failure is not None, world, acc.n.device):
+        raise failure if failure is not None else SamplingStopped(
+            "sampling failed on another process of this run; its error is printed there")
     acc = all_reduce_accumulator(acc, start, C, world)
     dev = acc.n.device
 
@@ -246,7 +255,7 @@ def sample_moments(
 
     info = {**local.summary(gather), "run": {**asdict(run), "burn_in": run.burn_in_steps}, "processes": world.size,
             "timing": {"sample_s": time.perf_counter() - t0}}
-    return acc, info
+    return Sampled(acc, info, local, gather)
 
 
 def _load(path: Path, fingerprint: dict, system: System, acc: MomentAccumulator) -> dict[str, int]:
