@@ -1,5 +1,6 @@
 """The shared covariance engine: streaming co-moments → susceptibilities with error bars."""
 
+from .coords import Axis, EstimatorInfo
 from .diagnostics import MeanError, ess_bulk, ess_mean, ess_tail, mean_error, rhat_rank
 from .moments import MomentAccumulator, MomentError
 from .susceptibility import (
@@ -9,5 +10,5 @@ from .susceptibility import (
 __all__ = [
     "MomentAccumulator", "MomentError", "PooledMoments", "Susceptibility", "estimate_susceptibility",
     "component_susceptibility_estimate", "pooled_moments", "Flags", "MeanError", "mean_error", "ess_mean",
-    "ess_bulk", "ess_tail", "rhat_rank",
+    "ess_bulk", "ess_tail", "rhat_rank", "Axis", "EstimatorInfo",
 ]
