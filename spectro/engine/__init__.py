@@ -1,5 +1,6 @@
 """The shared covariance engine: streaming co-moments → susceptibilities with error bars."""
 
+from .coords import Axis, EstimatorInfo
 from .diagnostics import MeanError, ess_bulk, ess_mean, ess_tail, mean_error, rhat_rank
 from .moments import MomentAccumulator, MomentError
 from .susceptibility import (
@@ -12,5 +13,5 @@ __all__ = [
     "MomentAccumulator", "MomentError", "PooledMoments", "Susceptibility", "estimate_susceptibility",
     "component_susceptibility_estimate", "pooled_moments", "Flags", "MeanError", "mean_error", "ess_mean",
     "ess_bulk", "ess_tail", "rhat_rank", "System", "SystemBase", "RunConfig", "Checkpointing", "SamplingStopped",
-    "measure", "measure_components",
+    "measure", "measure_components", "Axis", "EstimatorInfo",
 ]

@@ -24,13 +24,14 @@ from __future__ import annotations
 import enum
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
 from ..io import atomic_path
+from .coords import Axis, EstimatorInfo
 from .diagnostics import MIN_POINTS_PER_CHAIN, mean_error, rhat_rank
 from .moments import MomentAccumulator
 
@@ -39,7 +40,8 @@ __all__ = [
     "component_susceptibility_estimate", "environment_versions", "Flags", "RHAT_MAX",
 ]
 
-FORMAT = "spectro.susceptibility/2"
+FORMAT = "spectro.susceptibility/3"
+_READABLE = (FORMAT, "spectro.susceptibility/2", "spectro.susceptibility/1")
 RHAT_MAX = 1.1  # rank-normalised split R-hat above this: chains disagree beyond the noise of short runs
 #   (Gelman–Rubin's classic 1.1; Vehtari et al. 2021's 1.01 presumes ESS > 400, and at ESS ≈ 100 a
 #   threshold of 1.05 is crossed by noise alone: docs/calibration.md)
@@ -171,6 +173,11 @@ class Susceptibility:
     (C ≥ 2) is one realisation of the Monte Carlo noise of χ with its real correlation across
     entries, w·(χ_first half of chains − χ_second half), w = √(n_a·n_b)/(n_a + n_b): build
     noise floors and "above noise" tests from it (docs/design.md §4), not from ``stderr`` alone.
+
+    ``observable_axis``/``field_axis`` (:class:`~spectro.engine.coords.Axis`) are the typed
+    coordinates of the rows and columns; their labels are ``observables``/``fields`` (default: an
+    axis with those labels and no columns). ``estimator`` (:class:`EstimatorInfo`) records the
+    estimator, system and sampler; None for results read from formats /1 and /2.
     """
 
     chi: np.ndarray
@@ -191,6 +198,9 @@ class Susceptibility:
     dof: np.ndarray | None = None
     flags: np.ndarray | None = None
     noise: np.ndarray | None = None  # [m, k] one realisation of χ's Monte Carlo noise (split chains), or None
+    observable_axis: Axis | None = None
+    field_axis: Axis | None = None
+    estimator: EstimatorInfo | None = None
 
     _ARRAYS = (
         "chi", "stderr", "stderr_chains", "ess", "rhat",
@@ -205,6 +215,10 @@ class Susceptibility:
             self.flags = np.zeros(shape, dtype=np.int64)
         self.dof = np.asarray(self.dof, dtype=np.float64)
         self.flags = np.asarray(self.flags, dtype=np.int64)
+        self.observable_axis = _axis("observable", self.observable_axis, self.observables)
+        self.field_axis = _axis("field", self.field_axis, self.fields)
+        if self.estimator is not None and not isinstance(self.estimator, EstimatorInfo):
+            raise ValueError(f"estimator must be an EstimatorInfo or None, got {type(self.estimator).__name__}")
 
     @property
     def reliable(self) -> np.ndarray:
@@ -251,24 +265,51 @@ class Susceptibility:
         parts = [f"{c} {ADVICE[f]}" for f, c in counts.items() if c]
         return (f"{n_bad} of {self.flags.size} χ entries have no trustworthy error bar: " + "; ".join(parts))
 
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims (observable, field): :func:`spectro.engine.xarray_io.to_xarray`."""
+        from .xarray_io import to_xarray
+
+        return to_xarray(self)
+
+    @classmethod
+    def from_xarray(cls, ds) -> "Susceptibility":
+        """Inverse of :meth:`to_xarray` (exact)."""
+        from .xarray_io import from_xarray
+
+        return from_xarray(ds)
+
+    def to_devinterp_dataset(self, observable: str | None = None, wr: str | None = None):
+        """Per-token χ in devinterp's SusceptibilitiesV2 layout: :func:`spectro.engine.xarray_io.to_devinterp_dataset`."""
+        from .xarray_io import to_devinterp_dataset
+
+        return to_devinterp_dataset({wr or _default_wr(self): self}, observable)
+
     def save(self, path: str | Path) -> Path:
         """Write atomically to ``path`` (``.npz``): the arrays by name plus ``meta`` as JSON.
 
-        Format ``spectro.susceptibility/2``: NumPy ``.npz`` with float64 arrays named as the
-        attributes above plus ``dof`` and int64 ``flags``, string arrays ``observables`` and
-        ``fields``, and a 0-d string ``header`` holding JSON with keys ``scale``, ``n_chains``,
-        ``n_draws``, ``meta``, ``format``. Files of format /1 (no dof, flags) still load.
+        Format ``spectro.susceptibility/3``: NumPy ``.npz`` with float64 arrays named as the
+        attributes above plus ``dof``, int64 ``flags`` and (C ≥ 2) ``noise``, string arrays
+        ``observables`` and ``fields``, one array ``<axis>_axis.<column>`` per axis column, and a
+        0-d string ``header`` holding JSON with keys ``format``, ``scale``, ``n_chains``,
+        ``n_draws``, ``meta``, ``axes`` ({"observable": [column names], "field": [...]}) and
+        ``estimator`` (:meth:`EstimatorInfo.to_dict`, or null). Formats /2 (no axes, estimator)
+        and /1 (no dof, flags either) still load, with axes derived from the names.
         """
         path = Path(path)
+        axes = (_axis("observable", self.observable_axis, self.observables), _axis("field", self.field_axis, self.fields))
         header = {
             "format": FORMAT,
             "scale": self.scale,
             "n_chains": self.n_chains,
             "n_draws": self.n_draws,
             "meta": self.meta,
+            "axes": {ax.name: list(ax.columns) for ax in axes},
+            "estimator": self.estimator.to_dict() if self.estimator is not None else None,
         }
         arrays = {name: np.asarray(getattr(self, name)) for name in self._ARRAYS + ("dof", "flags", "noise")
                   if getattr(self, name) is not None}
+        for ax in axes:
+            arrays.update({f"{ax.name}_axis.{key}": col for key, col in ax.columns.items()})
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(
                 tmp,
@@ -287,15 +328,22 @@ class Susceptibility:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
                 fmt = header.get("format") if isinstance(header, dict) else None
-                if fmt not in (FORMAT, "spectro.susceptibility/1"):
+                if fmt not in _READABLE:
                     raise ValueError(f"format {fmt!r}")
                 arrays = {name: z[name] for name in cls._ARRAYS}
                 extra = {name: z[name] for name in ("dof", "flags", "noise") if name in z.files}
+                observables, fields = [str(x) for x in z["observables"]], [str(x) for x in z["fields"]]
+                axes = header.get("axes", {})
+                estimator = header.get("estimator")
                 return cls(
                     **arrays,
                     **extra,
-                    observables=[str(x) for x in z["observables"]],
-                    fields=[str(x) for x in z["fields"]],
+                    observables=observables,
+                    fields=fields,
+                    observable_axis=Axis("observable", tuple(observables),
+                                         {c: z[f"observable_axis.{c}"] for c in axes.get("observable", [])}),
+                    field_axis=Axis("field", tuple(fields), {c: z[f"field_axis.{c}"] for c in axes.get("field", [])}),
+                    estimator=EstimatorInfo.from_dict(estimator) if estimator is not None else None,
                     scale=float(header["scale"]),
                     n_chains=int(header["n_chains"]),
                     n_draws=int(header["n_draws"]),
@@ -313,10 +361,18 @@ def estimate_susceptibility(
     observables: list[str] | None = None,
     fields: list[str] | None = None,
     meta: dict | None = None,
+    *,
+    observable_axis: Axis | None = None,
+    field_axis: Axis | None = None,
+    estimator: EstimatorInfo | None = None,
 ) -> Susceptibility:
-    """χ = scale · Cov(φ, ψ) with Monte Carlo stderr, its dof, between-chain stderr, ESS, R-hat, flags."""
+    """χ = scale · Cov(φ, ψ) with Monte Carlo stderr, its dof, between-chain stderr, ESS, R-hat, flags.
+
+    Names default to the axes' labels (else ``obs<i>``/``field<a>``); ``estimator`` gets
+    ``kind="cov"`` and ``scale`` filled in (and a default ``convention`` when empty).
+    """
     m, k = acc.n_observables, acc.n_fields
-    observables, fields = _names(observables, fields, m, k)
+    observables, fields = _names(observables, fields, m, k, observable_axis, field_axis)
     pm = pooled_moments(acc)
     err = mean_error(pm.batch_u)
     rhat = rhat_rank(pm.batch_u) if pm.batch_u.shape[1] >= 4 else np.full((m, k), np.nan)
@@ -343,6 +399,9 @@ def estimate_susceptibility(
         dof=err.dof,
         flags=entry_flags(pm, rhat, pm.batch_u.shape[1]),
         noise=_split_noise(acc, lambda part: scale * pooled_moments(part).cov),
+        observable_axis=observable_axis,
+        field_axis=field_axis,
+        estimator=_estimator(estimator, "cov", scale, "chi = scale*Cov(phi, psi)"),
     )
 
 
@@ -364,7 +423,12 @@ def _split_noise(acc: MomentAccumulator, estimate, other: MomentAccumulator | No
     return np.sqrt(h * (C - h)) / C * (a - b)
 
 
-def _names(observables, fields, m: int, k: int) -> tuple[list[str], list[str]]:
+def _names(observables, fields, m: int, k: int, observable_axis: Axis | None = None,
+           field_axis: Axis | None = None) -> tuple[list[str], list[str]]:
+    if observables is None and observable_axis is not None:
+        observables = observable_axis.labels
+    if fields is None and field_axis is not None:
+        fields = field_axis.labels
     observables = list(observables) if observables is not None else [f"obs{i}" for i in range(m)]
     fields = list(fields) if fields is not None else [f"field{a}" for a in range(k)]
     if len(observables) != m or len(fields) != k:
@@ -378,6 +442,10 @@ def component_susceptibility_estimate(
     observables: list[str] | None = None,
     fields: list[str] | None = None,
     meta: dict | None = None,
+    *,
+    observable_axis: Axis | None = None,
+    field_axis: Axis | None = None,
+    estimator: EstimatorInfo | None = None,
 ) -> Susceptibility:
     """Baker et al. 2025's weight-restricted susceptibility from two independent streamed runs.
 
@@ -401,12 +469,13 @@ def component_susceptibility_estimate(
     run's per-chain spread of ψ. ``observable_mean`` is E_C[φ]; ``field_mean`` is E_C[ψ].
 
     The scale of χ^C differs between components (≈ Z_full/Z_C): z-score the columns before
-    comparing components.
+    comparing components. Axes and ``estimator`` as in :func:`estimate_susceptibility`, with
+    ``kind="baker2025"`` and ``scale=-1``.
     """
     if component.n_fields != full.n_fields:
         raise ValueError(f"component run has {component.n_fields} fields, full run {full.n_fields}")
     m, k = component.n_observables, component.n_fields
-    observables, fields = _names(observables, fields, m, k)
+    observables, fields = _names(observables, fields, m, k, observable_axis, field_axis)
     pm_full = pooled_moments(full)
     c_full = pm_full.mean_psi  # [k]
     err_c = mean_error(pm_full.batch_psi)  # [k]
@@ -480,6 +549,9 @@ def component_susceptibility_estimate(
         dof=dof,
         flags=flags,
         noise=_split_noise(component, _baker_chi, full),
+        observable_axis=observable_axis,
+        field_axis=field_axis,
+        estimator=_estimator(estimator, "baker2025", -1.0, "chi = -(E_C[phi*psi] - E_C[phi]*E_full[psi])"),
     )
 
 
@@ -489,6 +561,34 @@ def _baker_chi(component: MomentAccumulator, full: MomentAccumulator) -> np.ndar
     N = pc.n_total
     e_phipsi = pc.cov * (N - 1) / N + pc.mean_phi[:, None] * pc.mean_psi[None, :]
     return -(e_phipsi - pc.mean_phi[:, None] * pf.mean_psi[None, :])
+
+
+def _axis(name: str, axis: Axis | None, labels: list[str]) -> Axis:
+    """``axis``, checked against the result's names, or an axis of those names without columns."""
+    if axis is None:
+        return Axis.from_labels(name, labels)
+    if not isinstance(axis, Axis) or axis.name != name:
+        raise ValueError(f"{name}_axis must be an Axis named {name!r}, got {axis!r:.80}")
+    if axis.labels != tuple(labels):
+        if len(axis) != len(labels):
+            raise ValueError(f"{name}_axis has {len(axis)} labels, expected {len(labels)} (one per {name} name)")
+        j = next(j for j, (a, b) in enumerate(zip(axis.labels, labels)) if a != b)
+        raise ValueError(f"{name}_axis label {j} is {axis.labels[j]!r}, but the {name} name is {labels[j]!r}")
+    return axis
+
+
+def _estimator(info: EstimatorInfo | None, kind: str, scale: float, convention: str) -> EstimatorInfo:
+    info = info if info is not None else EstimatorInfo()
+    if not isinstance(info, EstimatorInfo):
+        raise ValueError(f"estimator must be an EstimatorInfo or None, got {type(info).__name__}")
+    return replace(info, kind=kind, scale=float(scale), convention=info.convention or convention)
+
+
+def _default_wr(result: Susceptibility) -> str:
+    """devinterp's name of the weight restriction of an unnamed result: "full" for a plain covariance."""
+    if result.estimator is not None and result.estimator.kind == "baker2025":
+        raise ValueError("a baker2025 result is a restricted component: name it, to_devinterp_dataset(wr=...)")
+    return "full"
 
 
 def environment_versions() -> dict:
