@@ -34,6 +34,18 @@ def test_chi_matches_transfer_matrix_on_walled_lattice(beta, sampler, draws):
     assert np.median(res.stderr / np.abs(exact)) < 0.1
 
 
+def test_result_carries_typed_probe_coordinates():
+    lat = walled_lattice(6, 6)
+    probes = probe_grid(lat, (2, 3))
+    s = chamber_susceptibility(lat, 0.3, probes, SamplerConfig(chains=2, seed=1), RunConfig(draws=50), progress=False)
+    ax = s.field_axis
+    rects = [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(*(ax.column(k) for k in ("row0", "row1", "col0", "col1")))]
+    assert rects == [(r, r + 2, c, c + 3) for r in (0, 2, 4) for c in (0, 3)]
+    assert s.estimator.system == "ising" and s.estimator.run["beta"] == 0.3 and s.estimator.run["draws"] == 50
+    ds = s.to_xarray()
+    assert ds["chi"].sel(field="2:4,3:6", observable=s.observables[0]).item() == s.chi[0, 3]
+
+
 def test_chi_sees_the_wall():
     """A probe in the left chamber: strong response of M_left, almost none of M_right (exactly)."""
     lat = walled_lattice(12, 12)

@@ -255,6 +255,14 @@ def test_component_susceptibility_runs_full_and_component_chains():
     for sus in out.values():
         assert abs(sus.observable_mean[0]) < 0.2
     assert out["w"].meta["phi_reference_loss"] > 0
+    # typed coordinates instead of names to parse: token (sample, position) of every column
+    axis = out["w"].field_axis
+    assert list(axis.column("kind")) == ["token"] * (3 * T_TOK)
+    assert [(int(i), int(t)) for i, t in zip(axis.column("sample"), axis.column("position"))] == \
+        [(i, t) for i in range(3) for t in range(T_TOK)]
+    assert out["w"].estimator.kind == "baker2025" and out["w"].estimator.run["restriction"] == "w"
+    ds = out["w"].to_xarray()
+    np.testing.assert_array_equal(ds["chi"].values, out["w"].chi)
 
 
 # ---------------------------------------------------------------------- bad input

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..outputs import OutputError, check_snapshot_target, load_snapshot, save_snapshot
+from .coords import EstimatorInfo
 from .distributed import World, all_reduce_accumulator, any_rank, chain_block, current_world, gather_chain_rows
 from .moments import DEFAULT_SERIES_BUDGET_MB, MomentAccumulator
 from .susceptibility import Susceptibility, component_susceptibility_estimate, estimate_susceptibility
@@ -133,8 +134,10 @@ def measure(
     system's summary, ``run``, ``processes``, ``timing`` and ``meta``.
     """
     done = sample_moments(system, run, checkpoint=checkpoint, world=world, progress=progress, desc=desc)
+    obs_axis, field_axis = system.axes()
     return estimate_susceptibility(done.accumulator, system.scale, list(system.observables), list(system.fields),
-                                   meta={**done.meta, **dict(meta or {})})
+                                   meta={**done.meta, **dict(meta or {})}, observable_axis=obs_axis,
+                                   field_axis=field_axis, estimator=_record(system, run))
 
 
 def measure_components(
@@ -167,13 +170,21 @@ def measure_components(
         tc = time.perf_counter()
         done = sample_moments(comp, run, checkpoint=_sub(checkpoint, name), world=world, progress=progress,
                               desc=name)
+        obs_axis, field_axis = comp.axes()
         out[name] = component_susceptibility_estimate(
             done.accumulator, full_done.accumulator, list(comp.observables), list(comp.fields),
-            meta={**done.meta, "component": name, "full_run": full_done.meta, **dict(meta or {})})
+            meta={**done.meta, "component": name, "full_run": full_done.meta, **dict(meta or {})},
+            observable_axis=obs_axis, field_axis=field_axis,
+            estimator=_record(comp, run, component=name, full_run=asdict(full_run or run)))
         timing[f"{name}_s"] = time.perf_counter() - tc
     for s in out.values():
         s.meta["timing"] = {**s.meta.get("timing", {}), **timing}
     return out
+
+
+def _record(system: System, run: RunConfig, **extra: Any) -> EstimatorInfo:
+    info = system.estimator()
+    return replace(info, run={**info.run, **asdict(run), "burn_in": run.burn_in_steps, **extra})
 
 
 def _sub(checkpoint: Checkpointing | None, name: str) -> Checkpointing | None:

@@ -17,7 +17,9 @@ system of your own. It exposes
   ``fingerprint()`` — the settings a saved state must agree with;
 * ``running()`` — a context held while sampling (thread pools, caches); ``summary(gather)`` —
   JSON-friendly facts for the result's ``meta`` after sampling (``gather`` turns this process's
-  per-chain rows into all chains' rows in a distributed run).
+  per-chain rows into all chains' rows in a distributed run); ``axes()`` — typed coordinates of
+  χ's rows and columns (:class:`~spectro.engine.coords.Axis`); ``estimator()`` — the typed
+  record of system and sampler saved with the result.
 
 The driver owns everything else: run length, accumulator sizing, progress bar, checkpoints,
 torchrun split and merge, divergence stops, timing. :class:`SystemBase` gives the optional
@@ -32,6 +34,8 @@ from collections.abc import Callable
 from typing import Any, ContextManager, Protocol, runtime_checkable
 
 import torch
+
+from .coords import Axis, EstimatorInfo
 
 __all__ = ["System", "SystemBase", "Gather"]
 
@@ -64,6 +68,10 @@ class System(Protocol):
 
     def summary(self, gather: Gather) -> dict[str, Any]: ...
 
+    def axes(self) -> tuple[Axis, Axis]: ...
+
+    def estimator(self) -> EstimatorInfo: ...
+
 
 class SystemBase:
     """Defaults for the optional members of :class:`System`."""
@@ -80,3 +88,11 @@ class SystemBase:
 
     def fingerprint(self) -> dict[str, Any]:
         return {"n_chains": self.n_chains, "observables": list(self.observables), "fields": list(self.fields)}
+
+    def axes(self) -> tuple[Axis, Axis]:
+        """Typed coordinates of χ's rows and columns (default: the names only)."""
+        return Axis.from_labels("observable", self.observables), Axis.from_labels("field", self.fields)
+
+    def estimator(self) -> EstimatorInfo:
+        """What was sampled and how, saved with the result (the driver adds the run settings)."""
+        return EstimatorInfo(system=type(self).__name__)

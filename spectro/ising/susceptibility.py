@@ -17,7 +17,7 @@ from dataclasses import asdict, replace
 import numpy as np
 import torch
 
-from ..engine import Susceptibility
+from ..engine import Axis, EstimatorInfo, Susceptibility
 from ..engine.distributed import World, current_world
 from ..engine.driver import SNAPSHOT_KIND, Checkpointing, RunConfig, measure
 from ..engine.system import SystemBase
@@ -29,6 +29,7 @@ __all__ = [
     "TRANSFER_MATRIX_MAX_WIDTH", "ENUMERATION_MAX_SITES",
 ]
 
+_CONVENTION = "chi[A,B] = d<M_A>/dh_B = beta*Cov(M_A, M_B), H_h = H - h*M_B"
 TRANSFER_MATRIX_MAX_WIDTH = 14
 ENUMERATION_MAX_SITES = 20
 
@@ -99,6 +100,22 @@ class IsingSystem(SystemBase):
                 "hamiltonian": _digest(lat.j_right, lat.j_down, lat.field, self.masks),
                 "observables": self.observables, "probes": self.fields, "sampler": asdict(self.config)}
 
+    def axes(self) -> tuple[Axis, Axis]:
+        """Observables: ``region`` names; probes: half-open rectangles ``row0, row1, col0, col1``
+        when every probe is named as one (``probe_grid``), else names only."""
+        obs = Axis.from_records("observable", self.observables, [{"region": r} for r in self.observables])
+        try:
+            rects = [Rect.parse(name) for name in self.fields]
+        except (LatticeError, ValueError):
+            return obs, Axis.from_labels("field", self.fields)
+        return obs, Axis.from_records("field", self.fields, [
+            {"row0": r.r0, "row1": r.r1, "col0": r.c0, "col1": r.c1} for r in rects])
+
+    def estimator(self) -> EstimatorInfo:
+        lat = self.lattice
+        return EstimatorInfo(system="ising", convention=_CONVENTION, sampler=asdict(self._global),
+                             run={"beta": self.beta, "height": lat.height, "width": lat.width, "periodic": lat.periodic})
+
     def summary(self, gather) -> dict:
         return {
             "system": "ising",
@@ -107,7 +124,7 @@ class IsingSystem(SystemBase):
             "width": self.lattice.width,
             "periodic": self.lattice.periodic,
             "sampler": asdict(self._global),
-            "convention": "chi[A,B] = d<M_A>/dh_B = beta*Cov(M_A, M_B), H_h = H - h*M_B",
+            "convention": _CONVENTION,
         }
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .observables import _positions, mean_loss, sample_losses, token_losses
+from .observables import _positions, coordinate, mean_loss, sample_losses, token_losses
 from .probes import Indices, ProbeSet, Selection, as_selection
 
 __all__ = ["SubsetFields", "SampleUpweighting", "TokenPointMasses"]
@@ -47,6 +47,9 @@ class SubsetFields:
     def names(self, probe: ProbeSet, n_tokens: int) -> list[str]:
         return [f"dL:{name}" for name in self.subsets]
 
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        return [coordinate("dataset", name) for name in self.subsets]
+
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         base = mean_loss(losses, probe, self.base)
         return torch.stack([mean_loss(losses, probe, s) - base for s in self.subsets.values()], dim=1)
@@ -66,6 +69,9 @@ class SampleUpweighting:
     def names(self, probe: ProbeSet, n_tokens: int) -> list[str]:
         g = self.selection.group
         return [f"up:{g}[{i}]" for i in probe.sample_ids(self.selection)]
+
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        return [coordinate("sample", self.selection.group, i) for i in probe.sample_ids(self.selection)]
 
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         return sample_losses(losses, probe, self.selection) - mean_loss(losses, probe, self.base).unsqueeze(1)
@@ -87,6 +93,10 @@ class TokenPointMasses:
         g = self.selection.group
         pos = _positions(self.positions, n_tokens)
         return [f"tok:{g}[{i},{t}]" for i in probe.sample_ids(self.selection) for t in pos]
+
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        pos = _positions(self.positions, n_tokens)
+        return [coordinate("token", self.selection.group, i, t) for i in probe.sample_ids(self.selection) for t in pos]
 
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         tok = token_losses(losses, probe, self.selection, self.positions)

@@ -19,15 +19,23 @@ import torch
 
 from .probes import Indices, ProbeSet, Selection, as_selection
 
-__all__ = ["LossFunctional", "PerSampleLoss", "PerTokenLoss", "MeanLoss", "concat"]
+__all__ = ["LossFunctional", "PerSampleLoss", "PerTokenLoss", "MeanLoss", "concat", "coordinate"]
 
 
 class LossFunctional(Protocol):
-    """Anything mapping probe losses [C, N, T] to [C, m] with m names."""
+    """Anything mapping probe losses [C, N, T] to [C, m] with m names (and, optionally, m
+    coordinate records via ``records(probe, T)``: see :func:`coordinate`)."""
 
     def names(self, probe: ProbeSet, n_tokens: int) -> list[str]: ...
 
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor: ...
+
+
+def coordinate(kind: str, group: str, sample: int = -1, position: int = -1) -> dict:
+    """One entry's typed coordinates (a row of the result's :class:`~spectro.engine.Axis`):
+    ``kind`` (``"token"``, ``"sample"``, ``"dataset"``, ``"token_loss"``, ``"sample_loss"``,
+    ``"mean_loss"``), probe ``group``, ``sample`` id and token ``position`` (−1: not applicable)."""
+    return {"kind": kind, "group": group, "sample": int(sample), "position": int(position)}
 
 
 def _positions(positions: Sequence[int] | None, n_tokens: int) -> list[int]:
@@ -73,6 +81,9 @@ class PerSampleLoss:
         g = self.selection.group
         return [f"loss:{g}[{i}]" for i in probe.sample_ids(self.selection)]
 
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        return [coordinate("sample_loss", self.selection.group, i) for i in probe.sample_ids(self.selection)]
+
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         return sample_losses(losses, probe, self.selection)
 
@@ -91,6 +102,10 @@ class PerTokenLoss:
         g = self.selection.group
         pos = _positions(self.positions, n_tokens)
         return [f"loss:{g}[{i},{t}]" for i in probe.sample_ids(self.selection) for t in pos]
+
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        pos = _positions(self.positions, n_tokens)
+        return [coordinate("token_loss", self.selection.group, i, t) for i in probe.sample_ids(self.selection) for t in pos]
 
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         return token_losses(losses, probe, self.selection, self.positions)
@@ -114,6 +129,9 @@ class MeanLoss:
     def names(self, probe: ProbeSet, n_tokens: int) -> list[str]:
         label = self.selection.label()
         return [f"mean_loss:{label}" if self.reference is None else f"mean_loss:{label}-w*"]
+
+    def records(self, probe: ProbeSet, n_tokens: int) -> list[dict]:
+        return [coordinate("mean_loss", self.selection.label())]
 
     def __call__(self, losses: torch.Tensor, probe: ProbeSet) -> torch.Tensor:
         val = mean_loss(losses, probe, self.selection)
