@@ -229,11 +229,14 @@ def test_xarray_missing_says_how_to_install(monkeypatch):
         typed_result().to_xarray()
 
 
-def test_xarray_name_clash_is_an_error():
+def test_xarray_column_on_both_axes_is_prefixed_and_round_trips():
     res = typed_result()
-    clash = replace(res, observable_axis=Axis("observable", tuple(res.observables), {"group": ["a", "b"]}))
-    with pytest.raises(ValueError, match=re.escape("column 'group' of axis 'field' clashes")):
-        clash.to_xarray()
+    both = replace(res, observable_axis=Axis("observable", tuple(res.observables), {"group": ["a", "b"]}))
+    ds = both.to_xarray()
+    assert list(ds["observable_group"].values) == ["a", "b"] and ds["observable_group"].dims == ("observable",)
+    assert list(ds["field_group"].values) == list(res.field_axis.column("group"))
+    back = Susceptibility.from_xarray(ds)
+    assert back.observable_axis == both.observable_axis and back.field_axis == both.field_axis
 
 
 def test_devinterp_obs_ids():

@@ -40,8 +40,8 @@ def to_xarray(sus: Susceptibility):
     (CF ``flag_masks``/``flag_meanings``), ``reliable`` (bool), ``chi_lower``/``chi_upper`` (the
     95 % t interval), ``noise`` when present; ``observable_mean``/``observable_stderr`` on
     observable, ``field_mean``/``field_stderr`` on field. Every axis column is a non-dimension
-    coordinate on its dimension, under its own name (a name used by both axes, or by a data
-    variable, raises ValueError: rename the column). Attributes: ``format``, ``scale``,
+    coordinate on its dimension, under its own name, or ``<axis>_<name>`` when both axes have
+    it or a data variable is so named (``attrs["axis_columns"]`` maps coordinates to columns). Attributes: ``format``, ``scale``,
     ``n_chains``, ``n_draws``, and JSON strings ``estimator`` and ``meta`` (netCDF attributes
     must be scalars or strings).
     """
@@ -54,12 +54,16 @@ def to_xarray(sus: Susceptibility):
     dims.update({name: ("observable", getattr(sus, name)) for name in _ROW})
     dims.update({name: ("field", getattr(sus, name)) for name in _COL})
     coords = {"observable": np.asarray(sus.observables, dtype=str), "field": np.asarray(sus.fields, dtype=str)}
+    shared = set(sus.observable_axis.columns) & set(sus.field_axis.columns)
+    columns = {}  # coordinate name -> [axis, column]
     for ax in (sus.observable_axis, sus.field_axis):
         for key, col in ax.columns.items():
-            if key in coords or key in dims:
-                raise ValueError(f"column {key!r} of axis {ax.name!r} clashes with another coordinate or data "
-                                 f"variable of the dataset: rename it (e.g. {ax.name}_{key})")
-            coords[key] = (ax.name, col)
+            name = f"{ax.name}_{key}" if (key in shared or key in dims or key in DIMS) else key
+            if name in coords or name in dims:
+                raise ValueError(f"column {key!r} of axis {ax.name!r} clashes with coordinate or data variable "
+                                 f"{name!r} of the dataset: rename the column")
+            coords[name] = (ax.name, col)
+            columns[name] = [ax.name, key]
     ds = xr.Dataset(dims, coords=coords, attrs={
         "format": FORMAT,
         "scale": sus.scale,
@@ -67,6 +71,7 @@ def to_xarray(sus: Susceptibility):
         "n_draws": sus.n_draws,
         "estimator": json.dumps(sus.estimator.to_dict() if sus.estimator is not None else None),
         "meta": json.dumps(sus.meta, default=str),
+        "axis_columns": json.dumps(columns),
     })
     ds["flags"].attrs = {"flag_masks": [int(f) for f in Flags],
                          "flag_meanings": " ".join(f.name.lower() for f in Flags)}
@@ -83,7 +88,8 @@ def from_xarray(ds) -> Susceptibility:
     if ds["chi"].dims != DIMS:
         raise ValueError(f"chi has dims {ds['chi'].dims}, expected {DIMS}")
     labels = {d: [str(x) for x in ds[d].values] for d in DIMS}
-    axes = {d: Axis(d, tuple(labels[d]), {str(k): c.values for k, c in ds.coords.items()
+    columns = json.loads(ds.attrs.get("axis_columns", "{}"))  # coordinate name -> [axis, column]
+    axes = {d: Axis(d, tuple(labels[d]), {columns.get(str(k), [d, str(k)])[1]: c.values for k, c in ds.coords.items()
                                           if k not in DIMS and c.dims == (d,)}) for d in DIMS}
     estimator = json.loads(ds.attrs["estimator"])
     return Susceptibility(
