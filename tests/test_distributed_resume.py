@@ -149,7 +149,8 @@ def test_nn_job_sigkill_then_resume_is_bit_identical(nn_ckpt, tmp_path):
     proc.wait()
     assert killed, "the run finished before it could be killed; make it longer"
     assert not out.exists() and (ck / "rank0.pt").exists()
-    snap_component = __import__("torch").load(ck / "rank0.pt", weights_only=False)["component"]
+    snap = __import__("torch").load(ck / "rank0.pt", weights_only=True)
+    snap_component = snap["fingerprint"]["system"]["state"]["restriction"]
     stdout = _run(cmd + ["--resume"])
     assert "wrote " in stdout
     _assert_same_results(reference, out)

@@ -473,19 +473,21 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     capsys.readouterr()
 
     # interrupt a checkpointed run right after its first snapshot (Ctrl-C: exit 130, one line)
-    original = resume.JobState.save_partial
+    from spectro.engine import driver
 
-    def save_then_interrupt(self, *a, **kw):
-        original(self, *a, **kw)
+    original = driver.save_snapshot
+
+    def save_then_interrupt(*a, **kw):
+        original(*a, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(resume.JobState, "save_partial", save_then_interrupt)
+    monkeypatch.setattr(driver, "save_snapshot", save_then_interrupt)
     out2, ck = home / "out2", home / "out2.checkpoint"
     run2 = ["nn", "run", "--config", str(path), "--out", str(out2), "--no-progress", "--checkpoint-every", "0.000001"]
     assert main(run2) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         f"spectro: interrupted; snapshots are in {ck}; run the same command with --resume to continue"]
-    monkeypatch.setattr(resume.JobState, "save_partial", original)
+    monkeypatch.setattr(driver, "save_snapshot", original)
     assert (ck / "rank0.pt").is_file() and not (home / ".out2.lock").exists()
 
     for name, damage in (("rank0.pt", lambda b: b[: len(b) // 2]), ("job.json", lambda b: b"{"),

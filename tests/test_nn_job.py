@@ -162,7 +162,7 @@ def test_cli_run_overwrite_and_toml(ckpt, tmp_path, capsys):
     assert "--overwrite" in err and "Traceback" not in err
     assert (out / "chi_l1.npz").read_bytes() == before
     assert main(["nn", "run", "--config", str(path), "--out", str(out), "--overwrite"]) == 0
-    assert "draw" in capsys.readouterr().err  # the progress bar (tqdm, on stderr)
+    assert "step" in capsys.readouterr().err  # the progress bar (tqdm, on stderr)
 
     toml = tmp_path / "job.toml"
     toml.write_text(f"""

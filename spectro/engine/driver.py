@@ -19,6 +19,7 @@ owns what every system would otherwise re-implement:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -95,6 +96,7 @@ class Checkpointing:
     path: Path
     every_seconds: float = 60.0
     resume: bool = False
+    restart_other_runs: bool = False  # a snapshot of a different run: start afresh (and replace it) instead of an error
 
     def file(self, rank: int) -> Path:
         if "{rank}" in str(self.path):
@@ -103,7 +105,7 @@ class Checkpointing:
 
     def for_run(self, name: str) -> "Checkpointing":
         """The checkpoint of one of several runs (``measure_components``): ``path.<name>``."""
-        return Checkpointing(Path(f"{self.path}.{name}"), self.every_seconds, self.resume)
+        return Checkpointing(Path(f"{self.path}.{name}"), self.every_seconds, self.resume, self.restart_other_runs)
 
 
 @dataclass
@@ -220,9 +222,9 @@ def sample_moments(
         own = checkpoint.file(world.rank)
         check_snapshot_target(own, SNAPSHOT_KIND)
         if checkpoint.resume and own.exists():
-            position = _load(own, fingerprint, local, acc)
+            position = _load(own, fingerprint, local, acc, checkpoint.restart_other_runs)
 
-    bar = tqdm(total=run.total_steps, unit=getattr(system, "unit", "step"), dynamic_ncols=True,
+    bar = tqdm(total=run.total_steps, unit=getattr(system, "unit", "step"), dynamic_ncols=True, file=sys.stderr,
                disable=not (progress and world.is_main), desc=desc or getattr(system, "name", None))
     bar.update(position["burned"] + position["drawn"] * run.thin)
     last_save = time.monotonic()
@@ -269,9 +271,11 @@ def sample_moments(
     return Sampled(acc, info, local, gather)
 
 
-def _load(path: Path, fingerprint: dict, system: System, acc: MomentAccumulator) -> dict[str, int]:
+def _load(path: Path, fingerprint: dict, system: System, acc: MomentAccumulator, restart: bool) -> dict[str, int]:
     state = load_snapshot(path, SNAPSHOT_KIND, what="checkpoint")
     if _canonical(state.get("fingerprint")) != _canonical(fingerprint):
+        if restart:
+            return {"burned": 0, "drawn": 0}
         raise OutputError(f"checkpoint {path} belongs to a different run (system, chains or run settings differ); "
                           "remove it or run without --resume")
     try:

@@ -1031,6 +1031,7 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
     stage and snapshots for ``--resume``; a failure that a resume would only repeat (a
     divergence, a bad config) and any failure without checkpointing leave nothing behind.
     """
+    from ..engine.driver import SamplingStopped
     from ..outputs import remove_empty, remove_owned
     from .posterior import DivergenceError
     from .resume import JobState
@@ -1059,7 +1060,7 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
         if state is not None:
             state.finish()
     except BaseException as e:
-        discard = state is None or isinstance(e, (DivergenceError, ConfigError))
+        discard = state is None or isinstance(e, (DivergenceError, SamplingStopped, ConfigError))
         if world.is_main and started and discard:
             remove_owned(stage)
             if state is not None:
@@ -1112,23 +1113,23 @@ def _check_export_size(prep: _Prepared) -> None:
 
 def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: float, world, state, done: dict) -> None:
     """Sample every component, estimate, and (process 0) write the results into ``stage``."""
-    import torch
-    from tqdm.auto import tqdm
-
     from ..analysis.traces import plot_traces
     from ..engine import MomentAccumulator, estimate_susceptibility
-    from ..engine.distributed import all_reduce_accumulator, any_rank, chain_block, gather_chain_rows
+    from ..engine.distributed import chain_block
+    from ..engine.driver import sample_moments
     from ..io import write_json
     from ..models import next_token_loss
-    from .observables import MeanLoss, concat, mean_loss
-    from .posterior import DivergenceError, LocalizedPosterior, run_seed
+    from .observables import MeanLoss, mean_loss
+    from .posterior import LocalizedPosterior, run_seed
     from .susceptibility import baker_susceptibility
+    from .system import PosteriorSystem, run_config
 
     cfg, s = prep.cfg, prep.sampler
     main = world.is_main
     start, stop = chain_block(s.chains, world)
     dev = _rank_device(s.device, world)
     local_s = replace(s, chains=stop - start, chain_offset=s.chain_offset + start, device=dev)  # this process's chains
+    s_dev = replace(s, device=dev)  # all chains, on this process's device (the driver splits them)
     versions = _versions()
     n_pos = prep.context - 1
     if main:
@@ -1165,89 +1166,58 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
             full_acc = MomentAccumulator(s.chains, len(obs_names), len(field_names), s.draws,
                                          n_batches=_series_points(s, len(obs_names), len(field_names)), device=dev)
             full_acc.load_state_dict(state.load_full_acc())
-    total = len(prep.components) * s.draws
-    bar = tqdm(total=total, disable=not (progress and main), unit="draw", dynamic_ncols=True, file=sys.stderr)
-    bar.update(len(done) * s.draws)
-    try:
-        for name, restriction in prep.components.items():
-            if name in done:
-                continue
-            bar.set_description(f"{name:>6}")
-            t0 = time.perf_counter()
-            run_s = local_s if restriction is None else replace(local_s, seed=run_seed(s.seed, name))  # independent streams
-            post = LocalizedPosterior(prep.model, next_token_loss, prep.train, run_s, restriction)
-            m, k = len(obs_names), len(field_names)
-            acc = MomentAccumulator(local_s.chains, m, k, s.draws, n_batches=_series_points(s, m, k), device=dev)
-            record = (np.zeros((local_s.chains, s.draws, prep.probe.size, n_pos), dtype=np.float32)
-                      if cfg.export.devinterp else None)
-            partial = state.load_partial(name) if state is not None else None
-            if partial is not None:
-                acc.load_state_dict(partial["accumulator"])
-                if record is not None:
-                    kept = partial["record"]
-                    record[:, : kept.shape[1]] = kept
-                bar.update(acc.draws_seen)
+    ck = None if state is None else state.checkpointing()
+    for name, restriction in prep.components.items():
+        if name in done:
+            continue
+        t0 = time.perf_counter()
+        run_s = s_dev if restriction is None else replace(s_dev, seed=run_seed(s.seed, name))  # independent streams
+        system = PosteriorSystem(prep.model, next_token_loss, prep.train, run_s, prep.probe, observables, prep.fields,
+                                 restriction=restriction, name=name, names=(obs_names, field_names, n_pos),
+                                 record=cfg.export.devinterp)
+        sampled = sample_moments(system, run_config(s), checkpoint=ck, world=world, progress=progress, desc=f"{name:>6}")
+        acc = sampled.accumulator
+        res = sampled.system.result(sampled.gather)
+        record = sampled.system.recorded(sampled.gather) if cfg.export.devinterp else None
+        seconds = time.perf_counter() - t0
+        if restriction is None:
+            full_acc = acc
+        if not main:
+            continue
+        meta = {
+            "component": name,
+            "job": cfg.name,
+            "sampling": res.summary(),
+            "loss_trace": res.loss_trace.tolist(),
+            "phi_reference_loss": base_ref,
+            "observable_estimators": {n: ("baker2025" if (kind == "component_loss" and restriction is not None) else "-Cov(phi, psi)")
+                                      for n, kind in zip(obs_names, obs_rows)},
+            "seconds": seconds,
+            "processes": world.size,
+            "versions": versions,
+        }
+        obs_axis, field_axis = system.axes()
+        estimator = replace(system.estimator(), run={**system.estimator().run, **sampled.meta["run"], "component": name})
+        result = estimate_susceptibility(acc, -1.0, obs_names, field_names, observable_axis=obs_axis,
+                                         field_axis=field_axis, estimator=estimator)
+        if restriction is not None:
+            phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"]
+            if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables
+                _replace_rows(result, baker_susceptibility(acc, full_acc, obs_names, field_names), phi_rows)
+        result.meta = meta
+        result.save(stage / f"chi_{name}.npz")
+        results[name] = result
+        summaries[name] = _component_summary(result, res, prep, seconds)
+        if cfg.export.devinterp:
+            from .export import write_samples
 
-            def on_draw(draw, post=post, acc=acc, record=record) -> None:
-                losses = prep.probe.evaluate(post, draw.weights)
-                acc.update(concat(observables, losses, prep.probe), concat(prep.fields, losses, prep.probe))
-                if record is not None:
-                    record[:, draw.index] = losses.detach().float().cpu().numpy()
-                bar.update(1)
-                if state is not None and state.due() and draw.index + 1 < s.draws:
-                    state.save_partial(name, draw.snapshot(), acc.state_dict(),
-                                       None if record is None else record[:, : draw.index + 1].copy())
-
-            failure: BaseException | None = None
-            try:
-                res = post.sample(on_draw, resume_from=None if partial is None else partial["sampler"])
-            except DivergenceError as e:
-                failure = e
-            if any_rank(failure is not None, world, dev):  # every process stops, none waits forever
-                raise failure if failure is not None else DivergenceError.elsewhere()
-            acc = all_reduce_accumulator(acc, start, s.chains, world)
-            trace = gather_chain_rows(torch.from_numpy(res.loss_trace).to(dev), start, s.chains, world).cpu().numpy()
-            res = res.with_trace(trace, s)
-            if record is not None and world.size > 1:
-                record = gather_chain_rows(torch.from_numpy(record).to(dev), start, s.chains, world).cpu().numpy()
-            seconds = time.perf_counter() - t0
-            if restriction is None:
-                full_acc = acc
-            if not main:
-                continue
-            meta = {
-                "component": name,
-                "job": cfg.name,
-                "sampling": res.summary(),
-                "loss_trace": res.loss_trace.tolist(),
-                "phi_reference_loss": base_ref,
-                "observable_estimators": {n: ("baker2025" if (kind == "component_loss" and restriction is not None) else "-Cov(phi, psi)")
-                                          for n, kind in zip(obs_names, obs_rows)},
-                "seconds": seconds,
-                "processes": world.size,
-                "versions": versions,
-            }
-            result = estimate_susceptibility(acc, -1.0, obs_names, field_names)
-            if restriction is not None:
-                phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"]
-                if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables
-                    _replace_rows(result, baker_susceptibility(acc, full_acc, obs_names, field_names), phi_rows)
-            result.meta = meta
-            result.save(stage / f"chi_{name}.npz")
-            results[name] = result
-            summaries[name] = _component_summary(result, res, prep, seconds)
-            if cfg.export.devinterp:
-                from .export import write_samples
-
-                write_samples(stage / "devinterp" / f"samples_{name}.zarr", losses=record, probe=prep.probe,
-                              input_ids=prep.input_ids, init_token_loss=train_token_loss, loss_trace=res.loss_trace,
-                              sampler=s, nbeta=res.nbeta, n_train=int(prep.train.shape[0]), component=name,
-                              restriction_free=res.n_free, sampling_task=_BASE)
-            del record
-            if state is not None:
-                state.record_done(summaries, full_acc.state_dict() if restriction is None else None)
-    finally:
-        bar.close()
+            write_samples(stage / "devinterp" / f"samples_{name}.zarr", losses=record, probe=prep.probe,
+                          input_ids=prep.input_ids, init_token_loss=train_token_loss, loss_trace=res.loss_trace,
+                          sampler=s, nbeta=res.nbeta, n_train=int(prep.train.shape[0]), component=name,
+                          restriction_free=res.n_free, sampling_task=_BASE)
+        del record
+        if state is not None:
+            state.record_done(summaries, full_acc.state_dict() if restriction is None else None)
     if not main:
         return
 

@@ -11,9 +11,10 @@ checkpointing on, it keeps two folders beside the results folder ``OUT``:
       job.json         fingerprint of the job (resolved config, process count) and the stage path
       done.json        completed components with their summaries (written atomically)
       full_acc.pt      the full-model run's merged moment accumulator (Baker's estimator needs it)
-      rank<r>.pt       process r's snapshot of the component in progress: sampler state
-                       (weights, RMSProp state, RNG states, minibatch position, loss trace),
-                       its moment accumulator and its devinterp record so far
+      rank<r>.pt       process r's snapshot of the component in progress, written by the
+                       measurement driver (:mod:`spectro.engine.driver`): sampler state
+                       (weights, RMSProp state, RNG states, minibatch position, loss trace,
+                       devinterp record so far), its moment accumulator and position
 
 A snapshot is taken after a draw once ``every_seconds`` have passed since the last one. Its
 timing does not touch the arithmetic: the resumed chains continue from the exact state of that
@@ -31,12 +32,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..engine.distributed import World
+from ..engine.driver import Checkpointing
 from ..io import write_json
 from ..outputs import (KINDS, OutputError, claim_folder, load_snapshot, owned_entries, read_json_file, read_marker,
                        remove_entry, remove_owned, save_snapshot)
@@ -96,7 +97,6 @@ class JobState:
         self.fingerprint = _canonical(fingerprint)
         self.stage = Path(stage)
         self.world = world
-        self._last_save = time.monotonic()
 
     # ------------------------------------------------------------------ files
     @property
@@ -110,9 +110,6 @@ class JobState:
     @property
     def _full_acc_file(self) -> Path:
         return self.folder / "full_acc.pt"
-
-    def _rank_file(self, rank: int | None = None) -> Path:
-        return self.folder / f"rank{self.world.rank if rank is None else rank}.pt"
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> dict[str, dict]:
@@ -180,23 +177,8 @@ class JobState:
         return load_snapshot(self._full_acc_file, "nn-accumulator")
 
     # ------------------------------------------------------------------ the component in progress
-    def load_partial(self, component: str) -> dict | None:
-        """This process's snapshot of ``component``, or None (no snapshot, or one of an earlier component)."""
-        f = self._rank_file()
-        if not (self.ck.resume and f.is_file()):
-            return None
-        snap = load_snapshot(f, "nn-partial")
-        if snap.get("fingerprint") != self.fingerprint:
-            raise ValueError(f"snapshot {f} belongs to a different job; remove {self.folder} or run without --resume")
-        return snap if snap.get("component") == component else None
-
-    def due(self) -> bool:
-        return time.monotonic() - self._last_save >= self.ck.every_seconds
-
-    def save_partial(self, component: str, sampler: dict, accumulator: dict, record: Any) -> None:
-        """Write this process's snapshot atomically."""
-        state = {"fingerprint": self.fingerprint, "component": component, "sampler": sampler,
-                 "accumulator": accumulator, "record": record}
-        save_snapshot(self._rank_file(), "nn-partial", state)
-        self._last_save = time.monotonic()
-
+    def checkpointing(self) -> Checkpointing:
+        """The driver's snapshots of the component in progress: ``rank<r>.pt`` per process; a
+        snapshot of an earlier component (this job's: job.json matched) is replaced."""
+        return Checkpointing(self.folder / "rank{rank}.pt", self.ck.every_seconds, self.ck.resume,
+                             restart_other_runs=True)

@@ -17,7 +17,6 @@ from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
