@@ -188,7 +188,7 @@ def ising(device: torch.device, quick: bool) -> dict:
 # ---------------------------------------------------------------------- 5. device vs cpu
 def device_vs_cpu(device: torch.device, quick: bool, workdir: Path) -> dict:
     from spectro.engine import Susceptibility
-    from spectro.nn.job import run_job
+    from spectro.jobs.nn_job import run_job
 
     base = {
         "model": {"checkpoint": "builtin:tiny", "cache_dir": str(workdir / "cache")},

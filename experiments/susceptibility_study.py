@@ -6,7 +6,7 @@
     python experiments/susceptibility_study.py --checkpoint runs/transformer --seeds 0 1 2  # trained models (train_transformer.py)
     python experiments/susceptibility_study.py --job runs/nn-demo                         # analyse existing job folders only
 
-For every run (checkpoint × SGLD seed) a job (:mod:`spectro.nn.job`: Baker et al.'s per-token
+For every run (checkpoint × SGLD seed) a job (:mod:`spectro.jobs.nn_job`: Baker et al.'s per-token
 component susceptibility of every head and the full model on ``--per-domain`` probe sequences of
 each domain, devinterp export on) is run into ``OUT/jobs/<label>/`` — or reused when that folder
 already holds a finished job with the same config — and analysed with
@@ -78,7 +78,7 @@ def resolve_checkpoints(specs: list[str], seeds: list[int] | None, train_steps: 
     out = []
     for spec in specs:
         if spec.startswith("builtin:"):
-            from spectro.nn.builtin import BUILTIN_MODELS
+            from spectro.jobs.builtin import BUILTIN_MODELS
 
             name = spec.split(":", 1)[1]
             if name not in BUILTIN_MODELS:
@@ -105,7 +105,7 @@ def resolve_checkpoints(specs: list[str], seeds: list[int] | None, train_steps: 
 
 
 def job_config(model: dict, seed: int, args: argparse.Namespace, label: str) -> dict:
-    from spectro.nn.job import DEMO_CONFIG
+    from spectro.jobs.nn_job import DEMO_CONFIG
 
     cfg = copy.deepcopy(DEMO_CONFIG)
     cfg["name"] = f"susceptibility-study/{label}"
@@ -136,7 +136,7 @@ def _same_job(folder: Path, cfg: dict) -> bool:
 
 
 def ensure_job(folder: Path, cfg: dict, progress: bool) -> tuple[Path, float, bool]:
-    from spectro.nn.job import run_job
+    from spectro.jobs.nn_job import run_job
 
     if _same_job(folder, cfg):
         return folder, 0.0, True

@@ -64,7 +64,7 @@ class OutputError(ValueError):
 
 
 def set_command(argv: Iterable[str]) -> None:
-    """Record the command line written into markers and lock files (called by ``spectro.cli.main``)."""
+    """Record the command line written into markers and lock files (called by ``spectro.jobs.cli.main``)."""
     global _command
     _command = " ".join(["spectro", *map(str, argv)])
 

@@ -1,6 +1,6 @@
 """Per-token susceptibility analysis: token classes, PCA with uncertainties, the Baker decomposition,
 subset comparison — on hand-made examples and on a synthetic results folder built with the engine
-exactly as :mod:`spectro.nn.job` writes one (no sampling, a few seconds)."""
+exactly as :mod:`spectro.jobs.nn_job` writes one (no sampling, a few seconds)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectro.cli import main
+from spectro.jobs.cli import main
 from spectro.engine import MomentAccumulator, Susceptibility
 from spectro.ising import Lattice, open_lattice, periodic_lattice, walled_lattice
 from spectro.ising.samplers import IsingSampler, SamplerConfig

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from spectro.cli import main
+from spectro.jobs.cli import main
 from spectro.engine import Susceptibility
 
 

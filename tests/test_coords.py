@@ -275,7 +275,7 @@ def test_devinterp_layout():
 def test_devinterp_layout_equals_the_nn_exporter(tmp_path):
     pytest.importorskip("zarr")
     from spectro.engine.xarray_io import to_devinterp_dataset
-    from spectro.nn.export import open_susceptibilities, write_susceptibilities
+    from spectro.jobs.export import open_susceptibilities, write_susceptibilities
 
     fields = [f"tok:{g}[{i},{t}]" for g in ("web-text", "code") for i in (0, 2) for t in (1, 0, 3)]
     records = [{"group": f[4:f.index("[")], "sample": int(f[-4]), "position": int(f[-2])} for f in fields]

@@ -62,7 +62,7 @@ def test_sigkill_then_resume_gives_identical_result(tmp_path):
 import pytest  # noqa: E402
 
 from spectro.engine import Susceptibility  # noqa: E402
-from spectro.nn.builtin import builtin_checkpoint  # noqa: E402
+from spectro.jobs.builtin import builtin_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ zero, negative, wrong type, corrupt, foreign, busy) and checks the contract of i
 * the user's files are untouched (a checksum of the user's folder before and after);
 * no partial output (no results folder, no hidden stage, no lock file left behind).
 
-Most cases call ``spectro.cli.main`` in-process; Ctrl-C and SIGKILL need subprocesses. Also
+Most cases call ``spectro.jobs.cli.main`` in-process; Ctrl-C and SIGKILL need subprocesses. Also
 here: strict JSON output, result file permissions, snapshots read with ``weights_only``, locks,
 ``--overwrite`` keeping the user's files, one-line warnings and ``--debug``.
 """
@@ -31,9 +31,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spectro.cli import main
-from spectro.nn.builtin import builtin_checkpoint
-from spectro.nn.job import ConfigError, JobConfig
+from spectro.jobs.cli import main
+from spectro.jobs.builtin import builtin_checkpoint
+from spectro.jobs.nn_job import ConfigError, JobConfig
 from spectro.outputs import Lock, OutputError, load_result, load_snapshot, save_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,7 +294,7 @@ def test_snapshot_and_result_readers_name_the_bad_file(home):
 def test_warnings_are_one_line_and_debug_shows_the_traceback(home, capsys, monkeypatch):
     import warnings
 
-    import spectro.cli as cli
+    import spectro.jobs.cli as cli
 
     def noisy(args):
         warnings.warn("something odd\nacross lines", RuntimeWarning)
@@ -454,7 +454,7 @@ def test_hostile_nn_folders(case, ckpt, home, capsys):
 def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, home, capsys, monkeypatch):
     """--overwrite replaces spectro's files only; an interrupted run's damaged snapshot files are
     reported by name; the resumed run is refused for a different config; nothing is lost."""
-    from spectro.nn import resume
+    from spectro.jobs import resume
 
     path = home / "job.json"
     path.write_text(json.dumps(nn_config(ckpt)))

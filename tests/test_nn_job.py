@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectro.cli import main
+from spectro.jobs.cli import main
 from spectro.engine import Susceptibility
-from spectro.nn.builtin import builtin_checkpoint
-from spectro.nn.job import DEMO_CONFIG, ConfigError, JobConfig, run_job, summary_table
+from spectro.jobs.builtin import builtin_checkpoint
+from spectro.jobs.nn_job import DEMO_CONFIG, ConfigError, JobConfig, run_job, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_devinterp_reads_our_export(job):
     from devinterp.slt.llc import compute_llc
     from devinterp.slt.susceptibilities import compute_susceptibilities
 
-    from spectro.nn.export import open_samples, open_susceptibilities
+    from spectro.jobs.export import open_samples, open_susceptibilities
 
     out, _ = job
     trees = {c: open_samples(out / "devinterp" / f"samples_{c}.zarr") for c in ("full", "l0h1")}
@@ -352,7 +352,7 @@ def test_cli_subprocess_error_is_one_line(tmp_path):
 
 
 def test_components_expand_and_full_reference_is_added(ckpt):
-    from spectro.nn.job import _prepare
+    from spectro.jobs.nn_job import _prepare
 
     cfg = base_config(ckpt)
     cfg["components"] = ["heads", "l1"]

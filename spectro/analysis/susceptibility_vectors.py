@@ -1,6 +1,6 @@
 """Per-token susceptibility vectors of a job's components: load, standardise, PCA, compare subsets.
 
-A results folder of :func:`spectro.nn.job.run_job` with the ``tokens`` field holds, for every
+A results folder of :func:`spectro.jobs.nn_job.run_job` with the ``tokens`` field holds, for every
 component C (``chi_<C>.npz``) and every probe token (field ``tok:D[i,t]``: domain D, sample i,
 predicted position t, i.e. the token ``ids[i, t+1]`` after the context ``ids[i, :t+1]``), the
 susceptibility χ^C_xy of the observable φ_C with its standard error. Stacking components gives a

@@ -122,9 +122,9 @@ def to_devinterp_dataset(results: Mapping[str, Susceptibility], observable: str 
     ``kind`` column only the fields of kind ``"token"`` are taken. Every result must have the same
     fields. ``observable`` defaults to the only observable. Not provided, because an estimate does
     not hold them: devinterp's ``/context`` node (the probe ``input_ids``: see
-    :func:`spectro.nn.export.write_susceptibilities`) and anything per chain or per draw (devinterp's
-    ``sample()`` stores; :func:`spectro.nn.export.write_samples`). The numbers are ours: devinterp's
-    own estimate differs by its φ offset (init_loss, :mod:`spectro.nn.export`).
+    :func:`spectro.jobs.export.write_susceptibilities`) and anything per chain or per draw (devinterp's
+    ``sample()`` stores; :func:`spectro.jobs.export.write_samples`). The numbers are ours: devinterp's
+    own estimate differs by its φ offset (init_loss, :mod:`spectro.jobs.export`).
     """
     xr = _xarray()
     if not results:

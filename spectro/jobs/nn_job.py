@@ -1,6 +1,6 @@
 """One call, one folder: a whole neural-network susceptibility job from a config.
 
-    from spectro.nn.job import JobConfig, run_job
+    from spectro.jobs.nn_job import JobConfig, run_job
     out = run_job(JobConfig.load("experiments/configs/nn_demo.json"), "runs/nn-demo")
 
 or ``spectro nn run --config FILE --out DIR [--overwrite]`` (``spectro nn demo`` runs
@@ -77,7 +77,7 @@ tokens (0 … context−2; position t predicts token t+1).
 
 Results folder (assembled in a hidden sibling and renamed into place; every file written
 atomically; nothing is left behind when a job fails — except, with checkpointing, the stage and
-snapshots an interrupted job needs for ``--resume``, see :mod:`spectro.nn.resume`)::
+snapshots an interrupted job needs for ``--resume``, see :mod:`spectro.jobs.resume`)::
 
     OUT/config.json           the resolved config (defaults filled; loads back as a JobConfig)
     OUT/chi_<component>.npz   spectro.engine.Susceptibility (χ, stderr, ESS, R-hat, meta with the
@@ -88,7 +88,7 @@ snapshots an interrupted job needs for ``--resume``, see :mod:`spectro.nn.resume
     OUT/traces.png            loss traces per chain with L(w*), per-domain χ with error bars
     OUT/devinterp/            samples_<component>.zarr (devinterp's sample() schema) and
                               susceptibilities.zarr (devinterp's SusceptibilitiesV2 layout), see
-                              :mod:`spectro.nn.export`
+                              :mod:`spectro.jobs.export`
 """
 
 from __future__ import annotations
@@ -360,7 +360,7 @@ def _spec_to_json(spec: ObservableSpec | FieldSpec) -> str | dict:
 def _sampler_config(sampler: dict[str, Any]):
     import torch
 
-    from .config import SamplerConfig
+    from ..nn.config import SamplerConfig
 
     kw = dict(sampler)
     if "master_dtype" in kw:
@@ -620,10 +620,10 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     from ..data.tokenizer import TokenizerMismatchError, check_tokenizer, fingerprint, load_tokenizer
     from ..models import CheckpointError, head_restriction, load_checkpoint
     from ..models.training import TokenizedCorpus
-    from .fields import SampleUpweighting, SubsetFields, TokenPointMasses
-    from .observables import MeanLoss, PerSampleLoss, PerTokenLoss
-    from .probes import ProbeSet
-    from .restrictions import Restriction
+    from ..nn.fields import SampleUpweighting, SubsetFields, TokenPointMasses
+    from ..nn.observables import MeanLoss, PerSampleLoss, PerTokenLoss
+    from ..nn.probes import ProbeSet
+    from ..nn.restrictions import Restriction
 
     sampler = cfg.sampler_config()
     # ---- corpus (checked before a built-in model is trained)
@@ -900,7 +900,7 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
     ``log`` receives progress lines (default: print to stderr).
 
     ``checkpoint``: snapshot the job periodically into ``checkpoint.folder`` (see
-    :mod:`spectro.nn.resume`); with ``checkpoint.resume`` a killed job continues where its last
+    :mod:`spectro.jobs.resume`); with ``checkpoint.resume`` a killed job continues where its last
     snapshot left off and gives bit-identical results. Spectro's files are removed from the
     folder when the job ends.
 
@@ -1033,7 +1033,7 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
     """
     from ..engine.driver import SamplingStopped
     from ..outputs import remove_empty, remove_owned
-    from .posterior import DivergenceError
+    from ..nn.posterior import DivergenceError
     from .resume import JobState
 
     state, stage, started = None, None, False
@@ -1119,10 +1119,10 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     from ..engine.driver import sample_moments
     from ..io import write_json
     from ..models import next_token_loss
-    from .observables import MeanLoss, mean_loss
-    from .posterior import LocalizedPosterior, run_seed
-    from .susceptibility import baker_susceptibility
-    from .system import PosteriorSystem, run_config
+    from ..nn.observables import MeanLoss, mean_loss
+    from ..nn.posterior import LocalizedPosterior, run_seed
+    from ..nn.susceptibility import baker_susceptibility
+    from ..nn.system import PosteriorSystem, run_config
 
     cfg, s = prep.cfg, prep.sampler
     main = world.is_main

@@ -1,6 +1,6 @@
 """Checkpoints of a running NN job, so that a killed job resumes with bit-identical results.
 
-A job (:func:`spectro.nn.job.run_job`) samples its components one after the other. With
+A job (:func:`spectro.jobs.nn_job.run_job`) samples its components one after the other. With
 checkpointing on, it keeps two folders beside the results folder ``OUT``:
 
 * the *stage* ``.OUT.partial/`` — the results folder being assembled (completed components'
@@ -47,7 +47,7 @@ __all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "R
 _FORMAT = "spectro.nn_job_checkpoint/1"
 CHECKPOINT_KIND = "nn-checkpoint"
 _CHECKPOINT_FILES = KINDS[CHECKPOINT_KIND]
-RESULTS_KIND = "nn-run"  # a results folder (and its stage): see spectro.nn.job
+RESULTS_KIND = "nn-run"  # a results folder (and its stage): see spectro.jobs.nn_job
 RESULTS_FILES = KINDS[RESULTS_KIND]
 
 

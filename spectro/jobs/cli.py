@@ -3,7 +3,7 @@
     spectro [--debug] ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
     spectro [--debug] ising map  --height H --width W --beta B --probe-size P --out DIR ...
     spectro [--debug] ising demo [--out DIR]       (the README's main job)
-    spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.nn.job for the schema)
+    spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.jobs.nn_job for the schema)
     spectro [--debug] nn demo [--out DIR]
 
 Every failure the user can cause (bad geometry, probe or numbers, a corrupt or foreign file, an
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true")
 
-    from .nn.cli import add_nn_commands
+    from .nn_cli import add_nn_commands
 
     add_nn_commands(sub)
     return parser
@@ -136,17 +136,17 @@ _MAP_FILES = ("chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json")
 
 
 def _lattice(args):
-    from .devices import check_memory
-    from .ising import walled_lattice
+    from ..devices import check_memory
+    from ..ising import walled_lattice
 
     check_memory(args.height * args.width * 64.0, f"a {args.height}x{args.width} lattice")
     return walled_lattice(args.height, args.width, args.wall_depth)
 
 
 def _configs(args):
-    from .devices import check_device
-    from .ising.samplers import SamplerConfig
-    from .ising.susceptibility import RunConfig
+    from ..devices import check_device
+    from ..ising.samplers import SamplerConfig
+    from ..ising.susceptibility import RunConfig
 
     if args.chains < 1:
         raise UserError(f"--chains must be >= 1, got {args.chains}")
@@ -163,7 +163,7 @@ def _configs(args):
 
 def _check_sampling_memory(args, sampler, run, n_probes: int) -> None:
     """Refuse chains × lattice × probes that cannot fit in this machine's memory (before allocating)."""
-    from .devices import check_memory
+    from ..devices import check_memory
 
     sites = args.height * args.width
     per_site_chain = 16 if sampler.resolved_backend() == "numba" else 48
@@ -175,9 +175,9 @@ def _check_sampling_memory(args, sampler, run, n_probes: int) -> None:
 
 
 def cmd_ising_chi(args) -> int:
-    from .io import dumps
-    from .ising import Rect
-    from .ising.susceptibility import chamber_susceptibility, exact_chamber_susceptibility
+    from ..io import dumps
+    from ..ising import Rect
+    from ..ising.susceptibility import chamber_susceptibility, exact_chamber_susceptibility
 
     lattice = _lattice(args)
     rect = Rect.parse(args.probe)
@@ -249,14 +249,14 @@ def _fmt(x, spec: str) -> str:
 
 
 def _world(args):
-    from .engine.distributed import current_world
+    from ..engine.distributed import current_world
 
     return current_world(args.device)
 
 
 def _checkpointing(args, path: Path | None):
-    from .ising.susceptibility import SNAPSHOT_KIND, Checkpointing
-    from .outputs import check_snapshot_target
+    from ..ising.susceptibility import SNAPSHOT_KIND, Checkpointing
+    from ..outputs import check_snapshot_target
 
     if path is None:
         if args.resume:
@@ -275,7 +275,7 @@ def _checkpointing(args, path: Path | None):
 def _locked_if_main(world, targets: list[Path], resume: bool):
     """Lock ``targets`` for the block (process 0 of a distributed run holds the locks; ``resume``
     takes over the stale lock of a killed run)."""
-    from .outputs import locked
+    from ..outputs import locked
 
     if not world.is_main:
         yield
@@ -300,7 +300,7 @@ def _interrupt_hint(checkpoint):
 def _map_run_id(lattice, beta, probe_size, stride, sampler, run) -> str:
     from dataclasses import asdict
 
-    from .outputs import run_id
+    from ..outputs import run_id
 
     return run_id({"lattice": [lattice.height, lattice.width, int(np.sum(lattice.regions["left"][:, 0]))],
                    "beta": beta, "probe_size": probe_size, "stride": stride, "sampler": asdict(sampler),
@@ -314,9 +314,9 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
     The three files are written into a hidden stage inside ``out`` and moved into place together
     at the end, so a failure leaves the previous results (or none), never a mix.
     """
-    from .analysis.ising_maps import plot_chi_maps
-    from .io import write_json
-    from .ising.susceptibility import chamber_susceptibility, probe_grid
+    from ..analysis.ising_maps import plot_chi_maps
+    from ..io import write_json
+    from ..ising.susceptibility import chamber_susceptibility, probe_grid
 
     probes = probe_grid(lattice, probe_size, stride)
     t0 = time.perf_counter()
@@ -369,7 +369,7 @@ def _staged_files(out: Path):
 
 def _map_folder(out: Path, overwrite: bool, resume: bool, rid: str, world, extra_locks=()):
     """The output folder of ``ising map``/``ising demo`` (claimed and locked by process 0)."""
-    from .outputs import KINDS, RunFolder
+    from ..outputs import KINDS, RunFolder
 
     return RunFolder(out, _MAP_KIND, KINDS[_MAP_KIND], overwrite=overwrite, resume=resume, run=rid,
                      result_files=_MAP_FILES[:3], extra_locks=extra_locks, active=world.is_main)
@@ -387,7 +387,7 @@ def _remove_snapshots(checkpoint, world_size: int) -> None:
 
 def _probe_count(lattice, size: int, stride: int | None) -> int:
     """How many probes :func:`probe_grid` makes (without making them; its errors for a probe that does not fit)."""
-    from .ising.susceptibility import probe_grid
+    from ..ising.susceptibility import probe_grid
 
     if size > lattice.height or size > lattice.width:
         probe_grid(lattice, size, stride)  # raises, naming the problem
@@ -421,11 +421,11 @@ def cmd_ising_map(args) -> int:
 
 def cmd_ising_demo(args) -> int:
     """Walled 64x64 lattice at β = 0.43: χ maps over 4x4 probes, and a 12x12 exact cross-check."""
-    from .engine.distributed import World
-    from .io import write_json
-    from .ising import walled_lattice
-    from .ising.samplers import SamplerConfig
-    from .ising.susceptibility import RunConfig, chamber_susceptibility, exact_chamber_susceptibility, probe_grid
+    from ..engine.distributed import World
+    from ..io import write_json
+    from ..ising import walled_lattice
+    from ..ising.samplers import SamplerConfig
+    from ..ising.susceptibility import RunConfig, chamber_susceptibility, exact_chamber_susceptibility, probe_grid
 
     progress = not args.no_progress
     big, sampler, run = walled_lattice(64, 64), SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000)
@@ -483,7 +483,7 @@ def _is_out_of_memory(e: BaseException) -> bool:
 
 def _user_message(e: BaseException) -> str | None:
     """The one-line message of an error the user caused, or None for an internal error (a bug)."""
-    from .nn.posterior import DivergenceError
+    from ..nn.posterior import DivergenceError
 
     if _is_out_of_memory(e):
         return f"not enough memory for this run ({_one_line(e) or type(e).__name__}); use fewer chains or a smaller problem"
@@ -531,7 +531,7 @@ def _sigterm_raises():
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; return the exit status (0 ok, 2 user error, 130 Ctrl-C, 143 SIGTERM, 1 internal error)."""
-    from .outputs import set_command
+    from ..outputs import set_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     debug = args.debug or os.environ.get("SPECTRO_DEBUG", "") not in ("", "0")
     if args.system == "nn":
-        from .nn.cli import NN_COMMANDS
+        from .nn_cli import NN_COMMANDS
 
         handler = NN_COMMANDS[(args.system, args.command)]
     else:

@@ -6,13 +6,13 @@
 
     torchrun --nproc-per-node P -m spectro nn run ...   chains split over P processes, same result
 
-The config schema and the results folder are documented in :mod:`spectro.nn.job`. User errors
+The config schema and the results folder are documented in :mod:`spectro.jobs.nn_job`. User errors
 (bad config, missing checkpoint, mismatched tokenizer, existing output folder, a chain that
 diverges) print one line ``spectro: error: ...`` and exit with status 2. ``--out`` and
 ``--checkpoint`` must be new, empty or spectro's own folders, and are locked while the job runs
 (:mod:`spectro.outputs`); ``--overwrite`` replaces only the files spectro wrote.
 
-``nn run`` snapshots itself every 60 s into ``OUT.checkpoint/`` (:mod:`spectro.nn.resume`);
+``nn run`` snapshots itself every 60 s into ``OUT.checkpoint/`` (:mod:`spectro.jobs.resume`);
 after a kill (SIGKILL, SIGTERM, Ctrl-C) the same command with ``--resume`` continues from the
 last snapshot and writes exactly the results of an uninterrupted run. SIGTERM and Ctrl-C exit
 with status 143 / 130 and say how to resume.
@@ -38,7 +38,7 @@ def add_nn_commands(subparsers) -> None:
     run = nsub.add_parser("run", help="run the job described by a config file (JSON or TOML); write a results folder",
                           description="Run a job: checkpoint + data + observables + fields + sampler → results folder "
                                       "(chi_<component>.npz, summary.json, traces.png, config.json, devinterp/). "
-                                      "Schema: spectro.nn.job (python -c 'import spectro.nn.job as j; help(j)').")
+                                      "Schema: spectro.jobs.nn_job (python -c 'import spectro.jobs.nn_job as j; help(j)').")
     run.add_argument("--config", type=Path, required=True, help="job config (.json or .toml)")
     run.add_argument("--out", type=Path, required=True, help="results folder")
     run.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results folder")
@@ -65,8 +65,8 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess 
 
 def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) -> int:
     from ..engine.distributed import current_world
-    from .job import ConfigError, run_job, summary_table
-    from .posterior import DivergenceError
+    from .nn_job import ConfigError, run_job, summary_table
+    from ..nn.posterior import DivergenceError
 
     t0 = time.perf_counter()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -95,7 +95,7 @@ def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) ->
 
 
 def _checkpointing(args: argparse.Namespace):
-    from .job import ConfigError
+    from .nn_job import ConfigError
     from .resume import JobCheckpointing
 
     if args.no_checkpoint:
@@ -115,7 +115,7 @@ def cmd_nn_run(args: argparse.Namespace) -> int:
 
 
 def cmd_nn_demo(args: argparse.Namespace) -> int:
-    from .job import DEMO_CONFIG, _check_output
+    from .nn_job import DEMO_CONFIG, _check_output
 
     _check_output(args.out, True, None)  # a foreign or busy --out fails before the banner
     print("spectro nn demo: builtin:tiny (d_model 64, 2 layers x 4 heads, vocab 1024, context 32; trained on the fixture "
