@@ -11,22 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from spectro.analysis.susceptibility_vectors import (
-    baker_decomposition,
+from spectro.analysis.baker import baker_decomposition
+from spectro.analysis.compare import _r_relative_profile, compare_runs, compare_subsets, spearman
+from spectro.analysis.induction import induction_alignment, induction_token_response
+from spectro.analysis.principal_components import (
     class_separation,
-    compare_runs,
-    compare_subsets,
-    induction_alignment,
-    induction_token_response,
     layer_pca_report,
-    load_token_table,
     noise_floor,
     pc_fraction_spread,
     pca,
-    spearman,
     standardise,
-    to_jsonable,
 )
+from spectro.analysis.token_table import load_token_table, to_jsonable
 from spectro.analysis.token_classes import classify_ids, classify_sequence, induction_flags, surface_class
 from spectro.engine import MomentAccumulator, estimate_susceptibility
 from spectro.nn.susceptibility import baker_susceptibility
@@ -331,8 +327,6 @@ def test_compare_runs(job, tmp_path):
     pair = st["pairs"]["a vs b"]
     assert pair["r_chi_per_component_median"] > 0.9  # same token loadings, other amplitude
     assert set(st["per_run"]) == {"a", "b"}
-    from spectro.analysis.susceptibility_vectors import _r_relative_profile
-
     same_sign = np.array([[1.0, 2.0, 3.0], [2.0, 2.5, 1.0]])
     assert _r_relative_profile(same_sign, same_sign * 3) == pytest.approx(1.0)  # scale-free
     cancelling = np.array([[1.0, -1.05, 0.1], [2.0, 2.5, 1.0]])  # first component's mean ≈ 0
