@@ -9,7 +9,8 @@ susceptibility χ^C_xy of the observable φ_C with its standard error. Stacking 
 from the stored posterior means (see :mod:`spectro.analysis.baker`; docs/design.md §2).
 
 This module only reads files: the checkpoint, tokenizer and probe sequences come from what the
-job wrote (``config.json``, ``summary.json``, the devinterp export); nothing is trained or re-cut.
+job wrote (``config.json``, ``summary.json``, the devinterp export); it builds no model and
+imports nothing from :mod:`spectro.nn` or :mod:`spectro.models`.
 """
 
 from __future__ import annotations
@@ -143,25 +144,28 @@ class TokenTable:
 
 
 def resolve_checkpoint(folder: str | Path) -> Path:
-    """The checkpoint folder a results folder was computed from (a built-in is looked up in its cache,
-    and trained there first when the cache does not hold it)."""
-    folder = Path(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    ck = cfg["model"]["checkpoint"]
-    if ck.startswith("builtin:"):
-        from ..nn.builtin import builtin_checkpoint
+    """The checkpoint folder a results folder was computed from, as the job recorded it.
 
-        return builtin_checkpoint(ck.split(":", 1)[1], cfg["model"].get("cache_dir"), steps=cfg["model"].get("train_steps"),
-                                  progress=False, log=lambda *_: None)
-    path = Path(ck)
-    if not path.is_dir():
-        summary = folder / "summary.json"
-        if summary.is_file():
-            alt = Path(json.loads(summary.read_text())["run"]["checkpoint"])
-            if alt.is_dir():
-                return alt
-        raise FileNotFoundError(f"checkpoint {ck} of results folder {folder} not found")
-    return path
+    ``config.json`` names the checkpoint (``model.checkpoint``: a folder, or ``builtin:<name>``);
+    ``summary.json`` records the folder the job loaded (``run.checkpoint``: for a built-in, its
+    cache folder). Nothing is trained here: when neither is a folder on disk, a built-in raises
+    ValueError saying how to materialise it, any other checkpoint FileNotFoundError.
+    """
+    folder = Path(folder)
+    model = json.loads((folder / "config.json").read_text())["model"]
+    ck = model["checkpoint"]
+    summary = folder / "summary.json"
+    ran = Path(json.loads(summary.read_text())["run"]["checkpoint"]) if summary.is_file() else None
+    builtin = ck.startswith("builtin:")
+    for path in ([] if builtin else [Path(ck)]) + ([] if ran is None else [ran]):
+        if path.is_dir():
+            return path
+    if builtin:
+        where = f"its cache folder {ran} is gone" if ran is not None else f"no {summary} records its cache folder"
+        raise ValueError(f"results folder {folder} was computed from {ck}, which is not materialised ({where}); "
+                         f"build it with spectro.nn.builtin.builtin_checkpoint({ck.split(':', 1)[1]!r}, "
+                         f"{model.get('cache_dir')!r}, steps={model.get('train_steps')!r}) and try again")
+    raise FileNotFoundError(f"checkpoint {ck} of results folder {folder} not found")
 
 
 def _load_tokenizer_for(folder: Path):
@@ -177,33 +181,21 @@ def _load_tokenizer_for(folder: Path):
     return load_tokenizer(tok)
 
 
-def probe_input_ids(folder: str | Path, tokenizer=None) -> dict[str, np.ndarray]:
-    """Probe sequences of a results folder, group → int64 [n_g, context].
+def probe_input_ids(folder: str | Path) -> dict[str, np.ndarray]:
+    """Probe sequences of a results folder, group → int64 [n_g, context], from the job's devinterp
+    export (``devinterp/samples_*.zarr``, arrays ``input_ids_<group>``).
 
-    Read from the devinterp export (``devinterp/samples_*.zarr``, ``input_ids_<group>``) when the
-    job wrote one; otherwise re-cut from the corpus exactly as the job does (same windows).
+    Raises FileNotFoundError when the job wrote no export (``export.devinterp`` false): pass the
+    sequences to :func:`load_token_table` as ``input_ids=`` then.
     """
     folder = Path(folder)
     stores = sorted((folder / "devinterp").glob("samples_*.zarr")) if (folder / "devinterp").is_dir() else []
-    if stores:
-        import zarr
+    if not stores:
+        raise FileNotFoundError(f"no devinterp/samples_*.zarr in {folder} (the job ran with export.devinterp false)")
+    import zarr
 
-        root = zarr.open_group(str(stores[0]), mode="r")
-        return {k[len("input_ids_"):]: np.asarray(root[k][...], dtype=np.int64) for k in root.array_keys() if k.startswith("input_ids_")}
-    from ..data.corpus import FIXTURE_DIR, load_corpus
-    from ..models.training import TokenizedCorpus
-
-    cfg = json.loads((folder / "config.json").read_text())
-    tokenizer = tokenizer or _load_tokenizer_for(folder)
-    root_dir = FIXTURE_DIR if cfg["data"]["corpus"] == "fixture" else Path(cfg["data"]["corpus"])
-    domains = list(cfg["data"]["domains"])
-    corpus = TokenizedCorpus.from_datasets(load_corpus(root_dir, domains=domains), tokenizer)
-    per = cfg["probes"]["per_domain"]
-    out = {}
-    for d in domains:
-        want = per[d] if isinstance(per, dict) else per
-        out[d] = corpus.eval_windows(int(cfg["data"]["context"]), int(want), cfg["probes"].get("split", "validation"))[d].numpy()
-    return out
+    root = zarr.open_group(str(stores[0]), mode="r")
+    return {k[len("input_ids_"):]: np.asarray(root[k][...], dtype=np.int64) for k in root.array_keys() if k.startswith("input_ids_")}
 
 
 def _component_order(names: Sequence[str]) -> list[str]:
@@ -298,7 +290,7 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
         if tokenizer is None:
             tokenizer = _load_tokenizer_for(folder)
         if input_ids is None:
-            input_ids = probe_input_ids(folder, tokenizer)
+            input_ids = probe_input_ids(folder)
     except (FileNotFoundError, KeyError, OSError) as e:
         if input_ids is None or tokenizer is None:
             raise FileNotFoundError(f"cannot find the probe tokens / tokenizer of {folder}: {e}; pass input_ids= and tokenizer=") from e
