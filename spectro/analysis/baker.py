@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from einops import reduce
 
 from ..engine import Susceptibility
 from ..engine.diagnostics import mean_error
@@ -97,7 +98,7 @@ def covariance_part_from_draws(folder: str | Path, table: TokenTable) -> dict:
         root = zarr.open_group(str(p), mode="r")
         r = Susceptibility.load(folder / f"chi_{c}.npz")
         ref = float(r.meta["phi_reference_loss"])
-        base = np.asarray(root["loss_base"][...], dtype=np.float64).mean(axis=(2, 3))  # [C, D]
+        base = reduce(np.asarray(root["loss_base"][...], dtype=np.float64), "chain draw sample pos -> chain draw", "mean")
         psi = np.empty(base.shape + (T,))
         for g in dict.fromkeys(table.domain.tolist()):
             rows = np.flatnonzero(table.domain == g)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from einops import rearrange
 
 from .compare import spearman
 from .principal_components import standardise
@@ -71,10 +72,10 @@ def induction_alignment(induction_scores: np.ndarray, layer_reports: Mapping[str
     ind = np.asarray(induction_scores, dtype=np.float64)
     L, H = ind.shape
     heads = [f"l{l}h{h}" for l in range(L) for h in range(H)]
-    flat = ind.reshape(-1)
+    flat = rearrange(ind, "layer head -> (layer head)")  # the order of ``heads``
     out: dict[str, Any] = {"heads": heads, "induction": flat.tolist()}
     if previous_token_scores is not None:
-        out["previous_token"] = np.asarray(previous_token_scores, dtype=np.float64).reshape(-1).tolist()
+        out["previous_token"] = rearrange(np.asarray(previous_token_scores, dtype=np.float64), "layer head -> (layer head)").tolist()
     if uniform_baseline is not None:
         out["uniform_baseline"] = float(uniform_baseline)
         out["heads_above_2x_baseline"] = [h for h, s in zip(heads, flat) if s > 2 * uniform_baseline]

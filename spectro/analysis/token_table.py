@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from einops import rearrange
 
 from ..engine import Susceptibility
 from .baker import covariance_part_from_draws
@@ -137,9 +138,9 @@ class TokenTable:
         for n in self._MAT:
             x = getattr(self, n)
             if x is not None:
-                d[n] = x.reshape(-1)
+                d[n] = rearrange(x, "token comp -> (token comp)")
         if self.offset is not None:
-            d["cov_part"] = (self.chi - self.offset).reshape(-1)
+            d["cov_part"] = rearrange(self.chi - self.offset, "token comp -> (token comp)")
         return pd.DataFrame(d)
 
 
@@ -259,8 +260,8 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
     noise = stack("noise") if all(res[c].noise is not None for c in names) else None
     ess, rhat = stack("ess"), stack("rhat")
     sub_idx = np.asarray([fields.index(f"dL:{d}") for d in subset_domains], dtype=int)
-    subset_chi = stack("chi", sub_idx).T if len(sub_idx) else np.zeros((len(names), 0))
-    subset_se = stack("stderr", sub_idx).T if len(sub_idx) else np.zeros((len(names), 0))
+    subset_chi = rearrange(stack("chi", sub_idx), "domain comp -> comp domain") if len(sub_idx) else np.zeros((len(names), 0))
+    subset_se = rearrange(stack("stderr", sub_idx), "domain comp -> comp domain") if len(sub_idx) else np.zeros((len(names), 0))
 
     # Baker decomposition from the stored posterior means
     offset = offset_se = e_phi = None
