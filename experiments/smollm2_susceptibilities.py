@@ -192,7 +192,7 @@ def main(argv=None) -> int:
 
     from tqdm.auto import tqdm
 
-    from spectro.analysis.susceptibility_vectors import pca
+    from spectro.analysis.principal_components import pca
     from spectro.analysis.traces import plot_traces
     from spectro.data import load_corpus
     from spectro.io import write_json

@@ -38,8 +38,9 @@ import time
 from pathlib import Path
 
 
+from spectro.analysis.compare import compare_runs
 from spectro.analysis.study import analyse_job, write_figures
-from spectro.analysis.susceptibility_vectors import compare_runs, to_jsonable
+from spectro.analysis.token_table import to_jsonable
 from spectro.io import atomic_path, write_json
 
 

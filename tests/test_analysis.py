@@ -11,22 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from spectro.analysis.susceptibility_vectors import (
-    baker_decomposition,
+from spectro.analysis.baker import baker_decomposition
+from spectro.analysis.compare import _r_relative_profile, compare_runs, compare_subsets, spearman
+from spectro.analysis.induction import induction_alignment, induction_token_response
+from spectro.analysis.principal_components import (
     class_separation,
-    compare_runs,
-    compare_subsets,
-    induction_alignment,
-    induction_token_response,
     layer_pca_report,
-    load_token_table,
     noise_floor,
     pc_fraction_spread,
     pca,
-    spearman,
     standardise,
-    to_jsonable,
 )
+from spectro.analysis.token_table import load_token_table, probe_input_ids, resolve_checkpoint, to_jsonable
 from spectro.analysis.token_classes import classify_ids, classify_sequence, induction_flags, surface_class
 from spectro.engine import MomentAccumulator, estimate_susceptibility
 from spectro.nn.susceptibility import baker_susceptibility
@@ -258,6 +254,43 @@ def job(tmp_path_factory):
     return folder, info, table
 
 
+def test_reading_a_folder_builds_no_model(job, tmp_path):
+    """Analysis reads what the job recorded: probe ids from the devinterp export, the checkpoint
+    from summary.json's run.checkpoint; a built-in that is not on disk is an error, never trained."""
+    folder, info, _ = job
+    ids = probe_input_ids(folder)
+    assert ids.keys() == info["ids"].keys() and all(np.array_equal(ids[g], info["ids"][g]) for g in ids)
+    with pytest.raises(ValueError, match=r"computed from builtin:tiny, which is not materialised .*builtin_checkpoint\('tiny'"):
+        load_token_table(folder, input_ids=info["ids"])  # the tokenizer lives with the checkpoint
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(FileNotFoundError, match="export.devinterp false"):
+        probe_input_ids(bare)
+
+    ck = tmp_path / "cache" / "builtin-tiny-x" / "checkpoints" / "step_000008"
+    ck.mkdir(parents=True)
+    (bare / "config.json").write_text(json.dumps({"model": {"checkpoint": "builtin:tiny"}}))
+    (bare / "summary.json").write_text(json.dumps({"run": {"checkpoint": str(ck)}}))
+    assert resolve_checkpoint(bare) == ck
+    ck.rmdir()
+    with pytest.raises(ValueError, match=f"its cache folder {ck} is gone"):
+        resolve_checkpoint(bare)
+    (bare / "config.json").write_text(json.dumps({"model": {"checkpoint": str(tmp_path / "moved")}}))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_checkpoint(bare)
+    ck.mkdir()
+    assert resolve_checkpoint(bare) == ck  # a moved checkpoint: the folder the job loaded
+
+
+def test_analysis_imports_nothing_that_builds_models():
+    import subprocess
+    import sys
+
+    code = ("import sys, spectro.analysis, spectro.analysis.study; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('spectro.nn', 'spectro.models'))); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_table_layout_and_classes(job):
     folder, info, t = job
     assert t.components == [*HEADS, "full"] and t.heads() == list(HEADS)
@@ -331,8 +364,6 @@ def test_compare_runs(job, tmp_path):
     pair = st["pairs"]["a vs b"]
     assert pair["r_chi_per_component_median"] > 0.9  # same token loadings, other amplitude
     assert set(st["per_run"]) == {"a", "b"}
-    from spectro.analysis.susceptibility_vectors import _r_relative_profile
-
     same_sign = np.array([[1.0, 2.0, 3.0], [2.0, 2.5, 1.0]])
     assert _r_relative_profile(same_sign, same_sign * 3) == pytest.approx(1.0)  # scale-free
     cancelling = np.array([[1.0, -1.05, 0.1], [2.0, 2.5, 1.0]])  # first component's mean ≈ 0

@@ -3,7 +3,7 @@ independent-noise floor cannot see."""
 
 import numpy as np
 
-from spectro.analysis.susceptibility_vectors import noise_floor, replicate_noise_floor
+from spectro.analysis.principal_components import noise_floor, replicate_noise_floor
 
 
 def test_replicate_floor_sees_noise_shared_across_components():

@@ -1,4 +1,4 @@
-"""Figures of the per-token susceptibility study (:mod:`spectro.analysis.susceptibility_vectors`).
+"""Figures of the per-token susceptibility study (:mod:`spectro.analysis.study`).
 
 Every function writes one PNG atomically (:func:`spectro.io.atomic_path`; ``dpi`` keyword) and
 returns its path:
@@ -27,7 +27,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
-from .susceptibility_vectors import TokenTable  # noqa: E402
+from .compare import relative_profile_ill_conditioned  # noqa: E402
+from .token_table import TokenTable  # noqa: E402
 from .token_classes import TOKEN_CLASSES  # noqa: E402
 
 __all__ = ["plot_pca_scatter", "plot_domain_heatmap", "plot_induction_vs_loadings", "plot_decomposition", "save_figure"]
@@ -97,8 +98,6 @@ def plot_domain_heatmap(subsets: Mapping[str, Any], path: str | Path, *, title: 
             axes[0].text(j, i, f"{chi[i, j]:+.4f}\n±{se[i, j]:.4f}", ha="center", va="center", fontsize=6.5)
     axes[0].set_title(f"dataset χ[{subsets.get('which', 'chi')}] per (component, domain) ± stderr", fontsize=9)
     fig.colorbar(im, ax=axes[0], shrink=0.8)
-    from spectro.analysis.susceptibility_vectors import relative_profile_ill_conditioned
-
     if relative_profile_ill_conditioned(chi):
         # domains of opposite sign nearly cancel: χ/mean blows up, so show the unit-norm profile
         shape = chi / np.linalg.norm(chi, axis=1, keepdims=True)

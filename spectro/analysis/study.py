@@ -4,7 +4,7 @@
     report, table, pcas = analyse_job("runs/nn-demo")
     write_figures(report, table, pcas, "runs/study", prefix="demo")
 
-:func:`analyse_job` loads the folder (:func:`~spectro.analysis.susceptibility_vectors.load_token_table`,
+:func:`analyse_job` loads the folder (:func:`~spectro.analysis.token_table.load_token_table`,
 with the per-draw decomposition when the job wrote its devinterp export), and computes:
 
 * ``decomposition`` — Baker's χ against its offset part, per head;
@@ -17,7 +17,7 @@ with the per-draw decomposition when the job wrote its devinterp export), and co
   job's checkpoint, compared with PC loadings and with each head's response to induction tokens;
 * ``verdicts`` — the literature's headline claims checked with numbers (see :func:`verdicts`).
 
-Everything is JSON-able after :func:`~spectro.analysis.susceptibility_vectors.to_jsonable`.
+Everything is JSON-able after :func:`~spectro.analysis.token_table.to_jsonable`.
 """
 
 from __future__ import annotations
@@ -28,17 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from .susceptibility_vectors import (
-    TokenTable,
-    baker_decomposition,
-    class_separation,
-    compare_subsets,
-    induction_alignment,
-    induction_token_response,
-    layer_pca_report,
-    load_token_table,
-    resolve_checkpoint,
-)
+from .baker import baker_decomposition
+from .compare import compare_subsets
+from .induction import induction_alignment, induction_token_response
+from .principal_components import class_separation, layer_pca_report
+from .token_table import TokenTable, load_token_table, resolve_checkpoint
 
 __all__ = ["analyse_job", "detector_scores", "verdicts", "write_figures"]
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from einops import repeat
 
 __all__ = ["write_samples", "write_susceptibilities", "open_samples", "open_susceptibilities", "token_field_grid"]
 
@@ -139,8 +140,8 @@ def write_samples(
         },
     }
     root, arrs = ZarrSchema(arrays_meta=arrays, group_attrs={"": attrs}).create_hierarchy(LocalStore(str(path)))
-    arrs["init_loss"][...] = np.broadcast_to(np.asarray(init_token_loss, dtype=np.float32), (C, T))
-    trace = np.broadcast_to(np.asarray(loss_trace, dtype=np.float32)[:, :, None, None], (C, D, 1, T))
+    arrs["init_loss"][...] = repeat(np.asarray(init_token_loss, dtype=np.float32), "token_pos -> chain token_pos", chain=C)
+    trace = repeat(np.asarray(loss_trace, dtype=np.float32), "chain draw -> chain draw 1 token_pos", token_pos=T)
     arrs["sampling_loss"][...] = trace
     arrs["sampling_loss_micro"][...] = trace
     for g in groups:

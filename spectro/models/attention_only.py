@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,10 +169,10 @@ class Attention(nn.Module):
     def pattern(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention pattern [..., H, T, T] (rows: queries, sum to 1) and values [..., H, T, e]."""
         T = x.shape[-2]
-        q = torch.einsum("...td,hde->...hte", x, self.W_Q) + self.b_Q.unsqueeze(-2)
-        k = torch.einsum("...td,hde->...hte", x, self.W_K) + self.b_K.unsqueeze(-2)
-        v = torch.einsum("...td,hde->...hte", x, self.W_V) + self.b_V.unsqueeze(-2)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale
+        q = torch.einsum("...td,hde->...hte", x, self.W_Q) + rearrange(self.b_Q, "h e -> h 1 e")
+        k = torch.einsum("...td,hde->...hte", x, self.W_K) + rearrange(self.b_K, "h e -> h 1 e")
+        v = torch.einsum("...td,hde->...hte", x, self.W_V) + rearrange(self.b_V, "h e -> h 1 e")
+        scores = torch.matmul(q, rearrange(k, "... h key e -> ... h e key")) * self.scale  # [..., H, query, key]
         neg = torch.tensor(torch.finfo(scores.dtype).min, dtype=scores.dtype, device=scores.device)
         scores = torch.where(self.causal[:T, :T], scores, neg)
         return torch.softmax(scores, dim=-1), v

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from einops import reduce
 from torch import nn
 
 __all__ = [
@@ -116,14 +117,14 @@ def induction_scores_from_patterns(patterns: torch.Tensor, seq_len: int, prefix:
     _check_patterns(patterns, seq_len, prefix)
     q = torch.arange(prefix + seq_len, prefix + 2 * seq_len)
     k = q - seq_len + 1
-    return patterns[..., q, k].mean(dim=(1, 3))
+    return reduce(patterns[..., q, k], "layer batch head query -> layer head", "mean")
 
 
 def previous_token_scores_from_patterns(patterns: torch.Tensor, seq_len: int, prefix: int = 0) -> torch.Tensor:
     """Mean attention from each second-copy query i to key i − 1, shape [n_layers, n_heads]."""
     _check_patterns(patterns, seq_len, prefix)
     q = torch.arange(prefix + seq_len, prefix + 2 * seq_len)
-    return patterns[..., q, q - 1].mean(dim=(1, 3))
+    return reduce(patterns[..., q, q - 1], "layer batch head query -> layer head", "mean")
 
 
 def patterns_fn(model: nn.Module) -> PatternsFn:
