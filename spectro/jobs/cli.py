@@ -3,7 +3,7 @@
     spectro [--debug] ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
     spectro [--debug] ising map  --height H --width W --beta B --probe-size P --out DIR ...
     spectro [--debug] ising demo [--out DIR]       (the README's main job)
-    spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.jobs.nn_job for the schema)
+    spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.jobs.nn_config for the schema)
     spectro [--debug] nn demo [--out DIR]
 
 Every failure the user can cause (bad geometry, probe or numbers, a corrupt or foreign file, an

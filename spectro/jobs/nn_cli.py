@@ -6,7 +6,7 @@
 
     torchrun --nproc-per-node P -m spectro nn run ...   chains split over P processes, same result
 
-The config schema and the results folder are documented in :mod:`spectro.jobs.nn_job`. User errors
+The config schema and the results folder are documented in :mod:`spectro.jobs.nn_config`. User errors
 (bad config, missing checkpoint, mismatched tokenizer, existing output folder, a chain that
 diverges) print one line ``spectro: error: ...`` and exit with status 2. ``--out`` and
 ``--checkpoint`` must be new, empty or spectro's own folders, and are locked while the job runs
@@ -38,7 +38,7 @@ def add_nn_commands(subparsers) -> None:
     run = nsub.add_parser("run", help="run the job described by a config file (JSON or TOML); write a results folder",
                           description="Run a job: checkpoint + data + observables + fields + sampler → results folder "
                                       "(chi_<component>.npz, summary.json, traces.png, config.json, devinterp/). "
-                                      "Schema: spectro.jobs.nn_job (python -c 'import spectro.jobs.nn_job as j; help(j)').")
+                                      "Schema: spectro.jobs.nn_config (python -c 'import spectro.jobs.nn_config as j; help(j)').")
     run.add_argument("--config", type=Path, required=True, help="job config (.json or .toml)")
     run.add_argument("--out", type=Path, required=True, help="results folder")
     run.add_argument("--overwrite", action="store_true", help="replace an existing non-empty results folder")
