@@ -58,10 +58,10 @@ def test_cli_bad_input(args, message, capsys, tmp_path, monkeypatch):
 def test_cli_existing_results_folder_needs_overwrite(tmp_path, capsys):
     out = tmp_path / "old"
     out.mkdir()
-    (out / "chi_map.json").write_text("{}")
+    (out / "summary.json").write_text("{}")
     rc = main(["ising", "map", *W8, "--beta", "0.4", "--probe-size", "4", "--out", str(out), "--no-progress"])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
-    assert (out / "chi_map.json").read_text() == "{}"  # the earlier result is untouched
+    assert (out / "summary.json").read_text() == "{}"  # the earlier result is untouched
 
 
 def test_cli_output_path_not_writable(tmp_path, capsys):

@@ -52,17 +52,46 @@ def test_map_writes_png_npz_json(tmp_path, capsys):
     out = tmp_path / "map"
     assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
                  "--sweeps", "1000", "--chains", "4", "--out", str(out), "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "chi_map.json", ".spectro-run.json"}
+    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "summary.json", "config.json", ".spectro-run.json"}
     marker = json.loads((out / ".spectro-run.json").read_text())  # the folder is recognisably spectro's
     assert marker["kind"] == "ising-map" and marker["results"] and "chi_map.npz" in marker["files"]
     res = Susceptibility.load(out / "chi_map.npz")
     assert res.chi.shape == (3, 9) and np.all(np.isfinite(res.stderr))
-    summary = json.loads((out / "chi_map.json").read_text())
-    assert summary["n_probes"] == 9
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_probes"] == 9 and summary["system"] == "ising"
+    assert list(res.field_axis.column("row0")) == [0, 0, 0, 4, 4, 4, 8, 8, 8]  # typed probe coordinates
     # an existing folder is not overwritten silently
     assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
                  "--sweeps", "1000", "--out", str(out), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_run_config_equals_the_map_alias(tmp_path, capsys):
+    """`spectro run CONFIG` (system = "ising") is the job `ising map` runs: same numbers, same layout;
+    the folder's config.json runs it again."""
+    alias = tmp_path / "alias"
+    assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
+                 "--sweeps", "600", "--chains", "3", "--seed", "5", "--out", str(alias), "--no-progress"]) == 0
+    toml = tmp_path / "job.toml"
+    toml.write_text('system = "ising"\nbeta = 0.4\n[lattice]\nheight = 12\nwidth = 12\n[probes]\nsize = 4\n'
+                    '[sampler]\nchains = 3\nseed = 5\n[run]\nsweeps = 600\n')
+    out = tmp_path / "run"
+    assert main(["run", str(toml), "--out", str(out), "--no-progress"]) == 0
+    a, b = Susceptibility.load(alias / "chi_map.npz"), Susceptibility.load(out / "chi_map.npz")
+    np.testing.assert_array_equal(a.chi, b.chi)
+    assert json.loads((alias / "config.json").read_text()) == json.loads((out / "config.json").read_text())
+    again = tmp_path / "again"
+    assert main(["run", str(out / "config.json"), "--out", str(again), "--no-progress"]) == 0
+    np.testing.assert_array_equal(Susceptibility.load(again / "chi_map.npz").chi, a.chi)
+    capsys.readouterr()
+    for text, message in (('system = "potts"\n', 'expected "ising" or "nn"'),
+                          ('system = "ising"\nbeta = 0.4\n[lattice]\nheight = 12\nwidth = 12\n[probes]\nsize = 4\n'
+                           '[run]\nsweps = 10\n', "run: unknown key 'sweps'")):
+        toml.write_text(text)
+        assert main(["run", str(toml), "--out", str(tmp_path / "bad"), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_console_script_exit_code_and_no_traceback():

@@ -218,7 +218,7 @@ def test_map_resume_over_finished_results_of_another_run(home, capsys):
     # --overwrite replaces spectro's files only; the user's file stays
     assert main(MAP + ["--out", str(out), "--seed", "7", "--overwrite"]) == 0
     assert (out / "my-notes.txt").read_text() == "keep"
-    assert json.loads((out / "chi_map.json").read_text())["n_probes"] == 4
+    assert json.loads((out / "summary.json").read_text())["n_probes"] == 4
     assert not [p for p in home.iterdir() if p.name.startswith(".")], "lock left behind"
 
 
@@ -261,7 +261,7 @@ def test_json_output_is_strict(home, capsys):
     out = _strict(capsys.readouterr().out)
     assert out["z"]["left"] is None and out["z"]["why"] == "non-finite"
     assert main(MAP + ["--beta", "0", "--out", "o"]) == 0
-    _strict((home / "o" / "chi_map.json").read_text())
+    _strict((home / "o" / "summary.json").read_text())
 
     from spectro.io import write_json
 

@@ -194,6 +194,11 @@ seed = 3
 devinterp = false
 """)
     assert JobConfig.load(toml) == JobConfig.load(path)
+    # `spectro run CONFIG` with system = "nn" is the same job as `nn run`
+    toml.write_text('system = "nn"\n' + toml.read_text())
+    assert main(["run", str(toml), "--out", str(tmp_path / "via-run"), "--no-progress"]) == 0
+    np.testing.assert_array_equal(Susceptibility.load(tmp_path / "via-run" / "chi_l1.npz").chi,
+                                  Susceptibility.load(out / "chi_l1.npz").chi)
 
 
 def test_demo_config_file_matches_the_embedded_one():

@@ -5,6 +5,8 @@
     spectro [--debug] ising demo [--out DIR]       (the README's main job)
     spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.jobs.nn_config for the schema)
     spectro [--debug] nn demo [--out DIR]
+    spectro [--debug] run CONFIG --out DIR [--overwrite] [--resume] ...   (system = "ising" | "nn" in CONFIG;
+                      ising map and nn run are its aliases: spectro.jobs.ising_job, spectro.jobs.nn_config)
 
 Every failure the user can cause (bad geometry, probe or numbers, a corrupt or foreign file, an
 output folder that is not spectro's or is in use, too little memory, an unavailable device)
@@ -127,12 +129,24 @@ def build_parser() -> argparse.ArgumentParser:
     from .nn_cli import add_nn_commands
 
     add_nn_commands(sub)
+
+    run = sub.add_parser("run", help="run the job a config file describes (system = \"ising\" or \"nn\"); write a "
+                                     "results folder (config.json, summary.json, chi_*.npz, a figure)")
+    run.add_argument("config", type=Path, help="job config (.json or .toml) with a top-level system key")
+    run.add_argument("--out", type=Path, required=True, help="results folder (new, empty, or one spectro made)")
+    run.add_argument("--overwrite", action="store_true", help="replace spectro's results in an existing results folder")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--checkpoint", type=Path, default=None,
+                     help="snapshots: a file for ising (default OUT/checkpoint.pt), a folder for nn (default OUT.checkpoint)")
+    run.add_argument("--checkpoint-every", type=_finite_float, default=60.0, help="seconds between snapshots (default 60)")
+    run.add_argument("--no-checkpoint", action="store_true", help="nn: do not snapshot (a killed run starts over)")
+    run.add_argument("--resume", action="store_true", help="continue from the snapshots if there are any")
     return parser
 
 
 # ---------------------------------------------------------------------------- ising commands
 _MAP_KIND = "ising-map"
-_MAP_FILES = ("chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json")
+_MAP_FILES = ("config.json", "summary.json", "chi_map.npz", "chi_map.png", "exact_check.json")
 
 
 def _lattice(args):
@@ -308,12 +322,14 @@ def _map_run_id(lattice, beta, probe_size, stride, sampler, run) -> str:
 
 
 def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "",
-            checkpoint=None, world=None) -> dict | None:
-    """χ maps for a probe grid; writes chi_map.npz, chi_map.json, chi_map.png into ``out`` (rank 0).
+            checkpoint=None, world=None, config: dict | None = None) -> dict | None:
+    """χ maps for a probe grid; writes config.json (``config``), summary.json, chi_map.npz and
+    chi_map.png into ``out`` (rank 0): the job layout of :mod:`spectro.jobs.ising_job`.
 
-    The three files are written into a hidden stage inside ``out`` and moved into place together
-    at the end, so a failure leaves the previous results (or none), never a mix.
+    The files are written into a hidden stage inside ``out`` and moved into place together at the
+    end, so a failure leaves the previous results (or none), never a mix.
     """
+    from .ising_job import SUMMARY_FORMAT
     from ..analysis.ising_maps import plot_chi_maps
     from ..io import write_json
     from ..ising.susceptibility import chamber_susceptibility, probe_grid
@@ -329,6 +345,9 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN diagnostics become null below
         max_rhat, min_ess = float(np.nanmax(res.rhat)), float(np.nanmin(res.ess))
     summary = {
+        "format": SUMMARY_FORMAT,
+        "system": "ising",
+        "name": (config or {}).get("name", ""),
         "beta": beta,
         "height": lattice.height,
         "width": lattice.width,
@@ -347,7 +366,9 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
     with _staged_files(out) as stage:
         res.save(stage / "chi_map.npz")
         plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
-        write_json(stage / "chi_map.json", summary)
+        write_json(stage / "summary.json", summary)
+        if config is not None:
+            write_json(stage / "config.json", config)
     return summary
 
 
@@ -396,6 +417,8 @@ def _probe_count(lattice, size: int, stride: int | None) -> int:
 
 
 def cmd_ising_map(args) -> int:
+    from .ising_job import IsingJobConfig
+
     lattice = _lattice(args)
     sampler, run = _configs(args)
     _check_sampling_memory(args, sampler, run, _probe_count(lattice, args.probe_size, args.stride))
@@ -409,12 +432,12 @@ def cmd_ising_map(args) -> int:
         checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
         with _interrupt_hint(checkpoint):
             s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
-                        checkpoint=checkpoint, world=world)
+                        checkpoint=checkpoint, world=world, config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
-        folder.commit(_MAP_FILES[:3])
+        folder.commit(_MAP_FILES[:4])
         _remove_snapshots(checkpoint, world.size)
-    print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json  ({s['n_probes']} probes, "
+    print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
 
@@ -426,6 +449,7 @@ def cmd_ising_demo(args) -> int:
     from ..ising import walled_lattice
     from ..ising.samplers import SamplerConfig
     from ..ising.susceptibility import RunConfig, chamber_susceptibility, exact_chamber_susceptibility, probe_grid
+    from .ising_job import IsingJobConfig
 
     progress = not args.no_progress
     big, sampler, run = walled_lattice(64, 64), SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000)
@@ -457,16 +481,39 @@ def cmd_ising_demo(args) -> int:
         print(f"     {z.size} χ entries: {check['covered_by_95_interval']} inside their 95 % interval (expected ≈ "
               f"{0.95 * z.size:.0f}), rms z = {check['rms_z']:.2f} (expected ≈ 1), {check['n_reliable']} reliable")
         print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
-        s = run_map(big, 0.43, 4, None, sampler, run, out, progress,
+        config = IsingJobConfig(height=64, width=64, beta=0.43, probe_size=4, chains=sampler.chains, seed=args.seed,
+                                sweeps=run.draws, name="ising-demo").to_dict()
+        s = run_map(big, 0.43, 4, None, sampler, run, out, progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
         write_json(out / "exact_check.json", check)
         folder.commit(_MAP_FILES)
-    print(f"wrote {out}/chi_map.png, chi_map.npz, chi_map.json, exact_check.json "
+    print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
 
 
-COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("ising", "demo"): cmd_ising_demo}
+def cmd_run(args) -> int:
+    """``spectro run CONFIG``: the config's ``system`` picks the job (ising: :mod:`spectro.jobs.ising_job`,
+    nn: :mod:`spectro.jobs.nn_config`); ``spectro ising map`` and ``spectro nn run`` are its aliases."""
+    from .ising_job import IsingJobConfig
+    from .nn_config import ConfigError, read_config_file
+
+    raw = read_config_file(args.config)
+    system = raw.get("system") if isinstance(raw, dict) else None
+    if system == "ising":
+        if args.no_checkpoint:
+            raise ConfigError("--no-checkpoint is for nn jobs; an ising job snapshots only with --checkpoint or --resume")
+        IsingJobConfig.from_dict(raw).apply_to(args)
+        return cmd_ising_map(args)
+    if system == "nn":
+        from .nn_cli import _checkpointing, _run
+
+        return _run(raw, args.out, args.overwrite, not args.no_progress, _checkpointing(args))
+    raise ConfigError(f"{args.config}: system: expected \"ising\" or \"nn\", got {system!r}")
+
+
+COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("ising", "demo"): cmd_ising_demo,
+            ("run", None): cmd_run}
 
 
 # ---------------------------------------------------------------------------- errors, warnings, main
@@ -545,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
 
         handler = NN_COMMANDS[(args.system, args.command)]
     else:
-        handler = COMMANDS[(args.system, args.command)]
+        handler = COMMANDS[(args.system, getattr(args, "command", None))]
     set_command(argv)
     with _one_line_warnings(debug), _sigterm_raises():
         try:

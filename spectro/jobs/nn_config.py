@@ -102,7 +102,7 @@ from pathlib import Path
 from typing import Any
 
 
-__all__ = ["ConfigError", "ModelSpec", "DataSpec", "ProbeSpec", "ObservableSpec", "FieldSpec", "ExportSpec", "JobConfig",
+__all__ = ["read_config_file", "ConfigError", "ModelSpec", "DataSpec", "ProbeSpec", "ObservableSpec", "FieldSpec", "ExportSpec", "JobConfig",
            "DEMO_CONFIG"]
 
 
@@ -187,39 +187,18 @@ class JobConfig:
     # ------------------------------------------------------------------ reading
     @classmethod
     def load(cls, path: str | os.PathLike) -> "JobConfig":
-        """Read a ``.json`` or ``.toml`` file (by extension; anything else is tried as JSON)."""
-        path = Path(path)
-        if path.is_dir():
-            raise ConfigError(f"config file {path} is a folder; give the .json or .toml file")
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read config file {path}: {e}") from None
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                raise ConfigError(f"{path}: TOML configs need Python 3.11+ (tomllib); use JSON") from None
-            try:
-                obj = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{path} is not valid TOML: {e}") from None
-        else:
-            try:
-                obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_dict(obj)
+        """Read a ``.json`` or ``.toml`` file (:func:`read_config_file`) and validate it."""
+        return cls.from_dict(read_config_file(path))
 
     @classmethod
     def from_dict(cls, obj: Any) -> "JobConfig":
         """Validate a parsed config (strict: unknown keys, wrong types, non-finite numbers raise ConfigError)."""
         _check_finite(obj, "")
         top = _Table(obj, "")
-        top.allow("name", "description", "model", "data", "probes", "observables", "fields", "components", "sampler",
-                  "threads", "export")
+        top.allow("system", "name", "description", "model", "data", "probes", "observables", "fields", "components",
+                  "sampler", "threads", "export")
+        if top.get("system", "nn") != "nn":
+            raise ConfigError(f"system: this is the NN job schema; got system = {top.get('system')!r}")
         m = _Table(top.required("model"), "model")
         m.allow("checkpoint", "cache_dir", "train_steps", "dtype")
         model = ModelSpec(checkpoint=m.string("checkpoint", required=True), cache_dir=m.string("cache_dir"),
@@ -322,6 +301,35 @@ class JobConfig:
     def sampler_config(self):
         """The :class:`spectro.nn.SamplerConfig` of this job."""
         return _sampler_config(self.sampler)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """A ``.json`` or ``.toml`` job config as a dict (by extension; anything else is tried as JSON;
+    duplicate JSON keys are an error). Every failure is a one-line :class:`ConfigError`."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give the .json or .toml file")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise ConfigError(f"{path}: TOML configs need Python 3.11+ (tomllib); use JSON") from None
+        try:
+            obj = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    else:
+        try:
+            obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    return obj
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
