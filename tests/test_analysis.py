@@ -409,3 +409,28 @@ def test_domain_heatmap_switches_to_profile_shape_when_domains_cancel(tmp_path, 
         path = plots.plot_domain_heatmap(subsets, tmp_path / f"{expect}.png")
         assert path.stat().st_size > 1000
         assert any(t.startswith(expect) for t in titles), titles
+
+
+def test_token_fields_come_from_typed_coordinates_not_names():
+    """A format-/3 result is read through its field axis (labels need not follow tok:G[i,t]); an
+    older result falls back to the names; the estimator of a row is its typed column."""
+    from spectro.analysis.token_table import row_estimator, token_fields
+    from spectro.engine import Axis, Susceptibility
+
+    def result(fields, axis=None, obs_axis=None):
+        m, k = 1, len(fields)
+        z = np.zeros((m, k))
+        return Susceptibility(chi=z, stderr=z + 1, stderr_chains=z + 1, ess=z + 10, rhat=z + 1, observable_mean=np.zeros(m),
+                              observable_stderr=np.ones(m), field_mean=np.zeros(k), field_stderr=np.ones(k),
+                              observables=["phi_C"], fields=fields, scale=-1.0, n_chains=4, n_draws=10,
+                              field_axis=axis, observable_axis=obs_axis)
+
+    typed = Axis.from_records("field", ["a", "b", "c"], [
+        {"kind": "dataset", "group": "code", "sample": -1, "position": -1},
+        {"kind": "token", "group": "code", "sample": 3, "position": 7},
+        {"kind": "token", "group": "math", "sample": 0, "position": 2}])
+    assert token_fields(result(["a", "b", "c"], typed)) == ([1, 2], ["code", "math"], [3, 0], [7, 2])
+    assert token_fields(result(["dL:code", "tok:code[3,7]", "tok:math[0,2]"])) == ([1, 2], ["code", "math"], [3, 0], [7, 2])
+    baker = Axis("observable", ("phi_C",), {"estimator": ["baker2025"]})
+    assert row_estimator(result(["a"], obs_axis=baker), 0) == "baker2025"
+    assert row_estimator(result(["a"]), 0) == "cov"

@@ -212,6 +212,32 @@ def _component_order(names: Sequence[str]) -> list[str]:
     return sorted(names, key=key)
 
 
+def token_fields(result: Susceptibility) -> tuple[list[int], list[str], list[int], list[int]]:
+    """(column index, probe group, sample, position) of every per-token field of ``result``: read
+    from its typed field axis (format /3), or from the ``tok:G[i,t]`` names of older files."""
+    ax = result.field_axis
+    if {"kind", "group", "sample", "position"} <= set(ax.columns):
+        idx = [int(a) for a in np.flatnonzero(ax.column("kind") == "token")]
+        return (idx, [str(g) for g in ax.column("group")[idx]], [int(i) for i in ax.column("sample")[idx]],
+                [int(t) for t in ax.column("position")[idx]])
+    found = [(a, _TOKEN_FIELD.fullmatch(f)) for a, f in enumerate(result.fields)]  # files before format /3
+    found = [(a, m) for a, m in found if m]
+    return ([a for a, _ in found], [m["group"] for _, m in found], [int(m["i"]) for _, m in found],
+            [int(m["t"]) for _, m in found])
+
+
+def row_estimator(result: Susceptibility, row: int) -> str:
+    """``"baker2025"`` or ``"cov"`` for observable ``row``: the typed ``estimator`` column of the
+    observable axis, else the result's estimator record, else (older files) ``meta``."""
+    ax = result.observable_axis
+    if "estimator" in ax.columns:
+        return str(ax.column("estimator")[row])
+    legacy = result.meta.get("observable_estimators")
+    if isinstance(legacy, dict):
+        return "baker2025" if legacy.get(result.observables[row]) == "baker2025" else "cov"
+    return result.estimator.kind if result.estimator is not None else "cov"
+
+
 def load_token_table(folder: str | Path, *, observable: str = "phi_C", components: Sequence[str] | None = None,
                      input_ids: Mapping[str, np.ndarray] | None = None, tokenizer=None,
                      draws: bool = False) -> TokenTable:
@@ -239,14 +265,7 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
             raise ValueError(f"chi_{c}.npz has different fields from chi_{names[0]}.npz")
         if observable not in r.observables:
             raise ValueError(f"chi_{c}.npz has no observable {observable!r}; it has {r.observables}")
-    tok_idx, dom, samp, pos = [], [], [], []
-    for a, f in enumerate(fields):
-        m = _TOKEN_FIELD.fullmatch(f)
-        if m:
-            tok_idx.append(a)
-            dom.append(m["group"])
-            samp.append(int(m["i"]))
-            pos.append(int(m["t"]))
+    tok_idx, dom, samp, pos = token_fields(first)
     if not tok_idx:
         raise ValueError(f"{folder}: no per-token fields tok:D[i,t] (run the job with the 'tokens' field)")
     tok_idx = np.asarray(tok_idx)
@@ -273,7 +292,7 @@ def load_token_table(folder: str | Path, *, observable: str = "phi_C", component
             r = res[c]
             row = r.observables.index(observable)
             e_phi[k] = r.observable_mean[row]
-            if r.meta.get("observable_estimators", {}).get(observable) != "baker2025":
+            if row_estimator(r, row) != "baker2025":
                 continue  # −Cov estimator (the full model): no offset
             d_psi = r.field_mean[tok_idx] - full.field_mean[tok_idx]
             offset[:, k] = -e_phi[k] * d_psi

@@ -156,11 +156,17 @@ def write_samples(
     return path
 
 
-def token_field_grid(fields: list[str]) -> dict[str, tuple[list[int], list[int], np.ndarray]]:
-    """Per probe group: (sample ids, positions, index grid [samples, positions] into ``fields``) of the
-    ``tok:G[i,t]`` fields. Raises ValueError when a group's tokens do not form a full grid."""
+def token_field_grid(result) -> dict[str, tuple[list[int], list[int], np.ndarray]]:
+    """Per probe group: (sample ids, positions, index grid [samples, positions] into the fields) of
+    ``result``'s per-token fields (its typed field axis; the ``tok:G[i,t]`` names of files before
+    format /3). Raises ValueError when a group's tokens do not form a full grid."""
     by_group: dict[str, dict[tuple[int, int], int]] = {}
-    for a, name in enumerate(fields):
+    ax = result.field_axis
+    if {"kind", "group", "sample", "position"} <= set(ax.columns):
+        for a in np.flatnonzero(ax.column("kind") == "token"):
+            by_group.setdefault(str(ax.column("group")[a]), {})[
+                (int(ax.column("sample")[a]), int(ax.column("position")[a]))] = int(a)
+    for a, name in enumerate(result.fields if not by_group else []):
         m = _TOKEN_FIELD.fullmatch(name)
         if m:
             by_group.setdefault(m["group"], {})[(int(m["i"]), int(m["t"]))] = a
@@ -185,7 +191,7 @@ def write_susceptibilities(path: str | Path, results: Mapping[str, Any], input_i
     path = Path(path)
     wr_order = list(results)
     first = results[wr_order[0]]
-    grids = token_field_grid(first.fields)
+    grids = token_field_grid(first)
     if not grids:
         raise ValueError("no per-token (tok:…) fields to export")
     names = {_obs_id(g): g for g in grids}

@@ -282,7 +282,7 @@ def _check_export_size(prep: _Prepared) -> None:
 def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: float, world, state, done: dict) -> None:
     """Sample every component, estimate, and (process 0) write the results into ``stage``."""
     from ..analysis.traces import plot_traces
-    from ..engine import MomentAccumulator, estimate_susceptibility
+    from ..engine import Axis, MomentAccumulator, estimate_susceptibility
     from ..engine.distributed import chain_block
     from ..engine.driver import sample_moments
     from ..io import write_json
@@ -365,6 +365,8 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
             "versions": versions,
         }
         obs_axis, field_axis = system.axes()
+        row_kinds = ["baker2025" if (kind == "component_loss" and restriction is not None) else "cov" for kind in obs_rows]
+        obs_axis = Axis(obs_axis.name, obs_axis.labels, {**obs_axis.columns, "estimator": row_kinds})  # per row, typed
         estimator = replace(system.estimator(), run={**system.estimator().run, **sampled.meta["run"], "component": name})
         result = estimate_susceptibility(acc, -1.0, obs_names, field_names, observable_axis=obs_axis,
                                          field_axis=field_axis, estimator=estimator)

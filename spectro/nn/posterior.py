@@ -27,19 +27,10 @@ with one intra-op thread: the same cores as intra-op parallelism, without its pe
 which is faster for small models and robust when other processes share the cores. A chain's
 arithmetic does not depend on the worker that runs it.
 
-Frozen-module memo (``memoize_frozen``, loop mode): a submodule none of whose parameters is free
-is a pure function of its inputs (eval mode, no randomness), so its output is reused whenever
-it is called again with equal inputs (compared exactly: identical tensors or ``torch.equal``, and
-unchanged version counters). With minibatches shared across chains (``shared_batches``) the
-frozen prefix of the network (for a layer-1 head: embeddings and all of layer 0) is computed once
-per step for all chains of a worker, and on the fixed probe samples it is computed once per
-*run* instead of once per chain and draw. Modules that never repeat (those downstream of free
-weights) switch themselves off after a few misses. The result is bit-for-bit what recomputation
-would give.
-
-Randomness: chain c (global index ``config.chain_offset + c``) owns two ``torch.Generator`` s
-seeded from (seed, c): one for its minibatch permutations, one for its Langevin noise. A chain's
-trajectory therefore does not depend on how many chains run beside it (tested).
+Frozen-module memo (``memoize_frozen``, loop mode): outputs of submodules with no free weights
+are reused on equal inputs, exactly (:mod:`spectro.nn.memo`). Randomness: chain c's minibatch
+and noise streams are seeded from (seed, c) alone (:func:`spectro.nn.chains.chain_seed`), so a
+chain does not depend on how many chains run beside it (tested).
 
 Minibatches: each chain walks through its own random permutation of the n training samples in
 steps of m = ``batch_size`` (dropping the last partial batch of each epoch, like a shuffled
@@ -66,12 +57,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -79,9 +68,11 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from ..engine.diagnostics import ess_bulk, ess_tail, mean_error, rhat_rank
+from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, NonFiniteLossError, SamplingResult,
+                     _llc_statistics, _LoopState, chain_seed, run_seed)
 from .config import SamplerConfig
 from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
+from .memo import _FrozenMemo
 from .restrictions import Restriction
 
 __all__ = [
@@ -110,60 +101,6 @@ ChainMode = Literal["auto", "vmap", "loop"]
 _LOOP_MIN_PARAMS = 100_000  # "auto": loop over chains (and worker threads) on the CPU from this model size
 _LOOP_MAX_CHAINS = 64
 _TERM_NAMES = ("gradient", "localization", "noise")
-
-
-class DivergenceError(RuntimeError):
-    """A chain blew up. Attributes: ``chain`` (global index), ``step``, ``loss``, ``norms``."""
-
-    def __init__(self, chain: int, step: int, loss: float, init_loss: float, norms: dict[str, float], culprit: str):
-        self.chain, self.step, self.loss, self.norms, self.culprit = chain, step, loss, norms, culprit
-        terms = ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
-        super().__init__(
-            f"chain {chain} diverged at step {step}: minibatch loss {loss:.6g} (L_n(w*) = {init_loss:.6g}); "
-            f"step displacement norms: {terms}; the {culprit} term blew up. "
-            f"Reduce epsilon, increase gamma or reduce nbeta."
-        )
-
-    @classmethod
-    def elsewhere(cls) -> "DivergenceError":
-        """The error raised by the other processes of a distributed run when one process's chain diverged."""
-        err = cls.__new__(cls)
-        err.chain = err.step = err.loss = err.culprit = None
-        err.norms = {}
-        RuntimeError.__init__(err, "a chain of another process diverged (that process reports which chain, at which "
-                                   "step and why). Reduce epsilon, increase gamma or reduce nbeta.")
-        return err
-
-
-class LossShapeError(ValueError):
-    """``per_sample_loss`` returned a tensor that is not [batch] or [batch, tokens]."""
-
-
-class NonFiniteLossError(ValueError):
-    """The loss at w* (before any sampling step) is NaN or infinite: the model or the data are at fault."""
-
-
-class DataMismatchError(TypeError, ValueError):
-    """The model cannot evaluate the data (dtype, device, shape or value range do not fit); raised
-    at the first evaluation, at w*. A ``ValueError`` (a user error) and, for older callers, a ``TypeError``."""
-
-
-def chain_seed(seed: int, chain: int, stream: int) -> int:
-    """A 63-bit seed for (base seed, global chain index, stream) via NumPy's SeedSequence."""
-    state = np.random.SeedSequence([seed, chain, stream]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def run_seed(seed: int, run: str) -> int:
-    """The base seed of a named run (a weight component): independent streams for every component.
-
-    Baker's estimator combines a component run with the full run; giving each run its own seed
-    keeps their Monte Carlo errors independent, which its standard error assumes
-    (:func:`spectro.engine.component_susceptibility_estimate`). The full run keeps ``seed``.
-    """
-    words = np.frombuffer(run.encode("utf-8"), dtype=np.uint8).astype(np.uint32).tolist()
-    state = np.random.SeedSequence([seed, 0x5EED, *words]).generate_state(1, dtype=np.uint32)
-    return int(state[0])
 
 
 def _batch_size_of(data: Batch) -> int:
@@ -203,132 +140,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------- frozen-module memo
-def _tensors_in(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (tuple, list)):
-        for x in obj:
-            yield from _tensors_in(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors_in(x)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Exact equality of module inputs: tensors by identity or value, containers elementwise."""
-    if a is b:
-        return True
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
-            and a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
-            and bool(torch.equal(a, b))
-        )
-    if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    try:
-        eq = a == b
-    except Exception:  # noqa: BLE001 — uncomparable objects are simply not equal
-        return False
-    return eq if isinstance(eq, bool) else False
-
-
-class _MemoEntry:
-    __slots__ = ("args", "kwargs", "out", "tensors", "versions")
-
-    def __init__(self, args: tuple, kwargs: dict, out: Any):
-        self.args, self.kwargs, self.out = args, kwargs, out
-        self.tensors = list(_tensors_in((args, kwargs, out)))
-        self.versions = [t._version for t in self.tensors]
-
-    def matches(self, args: tuple, kwargs: dict) -> bool:
-        if any(t._version != v for t, v in zip(self.tensors, self.versions)):
-            return False  # something modified a cached tensor in place: never reuse it
-        return _same(self.args, args) and _same(self.kwargs, kwargs)
-
-
-_CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential)
-
-
-def _frozen_modules(root: nn.Module, free_ids: set[int]) -> list[tuple[str, nn.Module]]:
-    """Top-most submodules with parameters or buffers, none of whose parameters is free
-    (by identity, so a weight tied to a free one counts as free)."""
-    out: list[tuple[str, nn.Module]] = []
-
-    def visit(prefix: str, mod: nn.Module) -> None:
-        for name, child in mod.named_children():
-            qual = prefix + name
-            params = list(child.parameters())
-            if not params and not any(True for _ in child.buffers()):
-                continue  # stateless (dropout, activations): nothing worth caching
-            if all(id(p) not in free_ids for p in params) and not isinstance(child, _CONTAINERS):
-                out.append((qual, child))
-            else:
-                visit(qual + ".", child)
-
-    visit("", root)
-    return out
-
-
-class _FrozenMemo:
-    """Wraps the ``forward`` of frozen submodules of one (private) model copy with an exact cache.
-
-    One entry per (module, context); the caller sets ``context`` (e.g. ``("step",)`` or
-    ``("eval", N, start, stop)``) so that the minibatch and each probe chunk keep their own
-    entries. Calls whose inputs require grad are passed through. A module that has missed
-    ``max_misses`` times without a single hit switches itself off.
-    """
-
-    def __init__(self, root: nn.Module, free_ids: set[int], max_misses: int = 8):
-        self.context: tuple | None = None
-        self.entries: dict[tuple, _MemoEntry] = {}
-        self.hits = 0
-        self.misses = 0
-        self._restore: list[tuple[nn.Module, Any]] = []
-        for name, mod in _frozen_modules(root, free_ids):
-            self._wrap(name, mod, max_misses)
-
-    def _wrap(self, name: str, mod: nn.Module, max_misses: int) -> None:
-        original = mod.forward
-        state = {"hits": 0, "misses": 0, "off": False}
-        memo = self
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            ctx = memo.context
-            if ctx is None or state["off"] or any(t.requires_grad for t in _tensors_in((args, kwargs))):
-                return original(*args, **kwargs)
-            key = (name, ctx)
-            entry = memo.entries.get(key)
-            if entry is not None and entry.matches(args, kwargs):
-                state["hits"] += 1
-                memo.hits += 1
-                return entry.out
-            out = original(*args, **kwargs)
-            state["misses"] += 1
-            memo.misses += 1
-            if state["hits"] == 0 and state["misses"] >= max_misses:
-                state["off"] = True
-                for k in [k for k in memo.entries if k[0] == name]:
-                    del memo.entries[k]
-            elif not any(t.requires_grad for t in _tensors_in(out)):
-                memo.entries[key] = _MemoEntry(args, kwargs, out)
-            return out
-
-        self._restore.append((mod, mod.__dict__.get("forward")))
-        mod.forward = forward  # instance attribute: shadows the class's forward
-
-    def close(self) -> None:
-        for mod, previous in self._restore:
-            if previous is None:
-                mod.__dict__.pop("forward", None)
-            else:
-                mod.forward = previous
-        self._restore.clear()
-        self.entries.clear()
-
-
 @contextlib.contextmanager
 def _intra_op_threads(n: int) -> Iterator[None]:
     old = torch.get_num_threads()
@@ -355,141 +166,6 @@ def _weak(obj: Any) -> Callable[[], Any]:
         return lambda: obj
 
 
-@dataclass(frozen=True)
-class Draw:
-    """One draw of all chains (handed to ``on_draw``; valid only during the callback).
-
-    Attributes:
-        index: draw number, 0 … draws−1.
-        step: SGLD steps taken so far (including burn-in).
-        weights: master weights of the free coordinates, [C, D] (do not modify).
-        loss: minibatch loss of each chain at the step that produced this draw, [C]
-            (evaluated at the weights *before* that step's update, as devinterp records it).
-        posterior: the sampler, for evaluating losses at ``weights``.
-    """
-
-    index: int
-    step: int
-    weights: torch.Tensor
-    loss: torch.Tensor
-    posterior: "LocalizedPosterior"
-    _state: "_LoopState | None" = field(default=None, repr=False, compare=False)
-
-    def params(self) -> dict[str, torch.Tensor]:
-        """Free parameters stacked over chains: name → [C, *shape] views of ``weights``."""
-        return self.posterior.unflatten(self.weights)
-
-    def snapshot(self) -> dict:
-        """The sampler's complete state after this draw (weights, RMSProp state, RNG states,
-        minibatch position, loss trace, health records), as CPU tensors for ``torch.save``.
-
-        ``posterior.sample(on_draw, resume_from=snapshot)`` continues with the next step and
-        produces bit-for-bit the same draws as the uninterrupted run.
-        """
-        if self._state is None:
-            raise RuntimeError("this draw carries no sampler state")
-        return self._state.snapshot(self.posterior)
-
-
-@dataclass
-class SamplingResult:
-    """What a run leaves behind besides the callback's statistics.
-
-    ``llc = nβ·(E[L_m] − L_n(w*))`` with E over all chains' recorded minibatch losses
-    (unbiased for E[L_n] since minibatches are uniform), ``llc_stderr`` its Monte Carlo error
-    (Geyer ESS on each chain's trace) with ``llc_dof`` t degrees of freedom and ``llc_ess``,
-    ``llc_rhat`` rank-normalised split R-hat of the trace.
-    """
-
-    loss_trace: np.ndarray  # [C, draws]
-    init_loss: float
-    nbeta: float
-    llc: float
-    llc_stderr: float
-    llc_per_chain: np.ndarray  # [C]
-    llc_rhat: float
-    final_weights: torch.Tensor  # [C, D]
-    config: SamplerConfig
-    restriction: str
-    n_free: int
-    execution: dict = field(default_factory=dict)  # shared_batches, chain_mode, workers, memo hits
-    llc_dof: float = float("inf")
-    llc_ess: float = float("nan")
-    llc_ess_bulk: float = float("nan")
-    llc_ess_tail: float = float("nan")
-
-    def with_trace(self, loss_trace: np.ndarray, config: SamplerConfig) -> "SamplingResult":
-        """This result with the loss trace (and LLC statistics) of all chains, e.g. gathered from
-        the processes of a distributed run; ``final_weights`` stay this process's chains."""
-        stats = _llc_statistics(loss_trace, self.init_loss, self.nbeta, config.n_batches)
-        return dataclasses.replace(self, loss_trace=loss_trace, config=config, **stats)
-
-    def summary(self) -> dict:
-        """JSON-friendly summary (no arrays larger than [C])."""
-        return {
-            "llc": self.llc,
-            "llc_stderr": self.llc_stderr,
-            "llc_rhat": self.llc_rhat,
-            "llc_dof": self.llc_dof,
-            "llc_ess": self.llc_ess,
-            "llc_ess_bulk": self.llc_ess_bulk,
-            "llc_ess_tail": self.llc_ess_tail,
-            "llc_per_chain": self.llc_per_chain.tolist(),
-            "init_loss": self.init_loss,
-            "nbeta": self.nbeta,
-            "restriction": self.restriction,
-            "n_free": self.n_free,
-            "sampler": self.config.to_dict(),
-            "execution": dict(self.execution),
-        }
-
-
-@dataclass
-class _LoopState:
-    """Everything the sampling loop carries from one step to the next."""
-
-    step: int  # steps completed
-    W: torch.Tensor  # [C, D]
-    v: torch.Tensor | None  # RMSProp second moments [C, D]
-    perm: torch.Tensor | None  # current minibatch permutation(s)
-    pos: int  # position in the permutation
-    trace: torch.Tensor  # [C, draws]
-    first_bad: torch.Tensor  # [C]
-    bad_info: torch.Tensor  # [C, 4]
-    noise_gens: list[torch.Generator]
-    data_gens: list[torch.Generator]
-    init_loss: float = float("nan")  # L_n(w*), the reference of the health threshold
-
-    def snapshot(self, posterior: "LocalizedPosterior") -> dict:
-        cpu = lambda t: None if t is None else t.detach().to("cpu", copy=True)  # noqa: E731
-        return {
-            "format": "spectro.sgld_state/1",
-            "fingerprint": posterior._state_fingerprint(),
-            "step": self.step,
-            "W": cpu(self.W), "v": cpu(self.v), "perm": cpu(self.perm), "pos": self.pos,
-            "trace": cpu(self.trace), "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
-            "noise_gens": [g.get_state() for g in self.noise_gens],
-            "data_gens": [g.get_state() for g in self.data_gens],
-        }
-
-    def restore(self, snap: dict, posterior: "LocalizedPosterior") -> None:
-        if not isinstance(snap, dict) or snap.get("format") != "spectro.sgld_state/1":
-            raise ValueError("resume_from is not a sampler snapshot (Draw.snapshot())")
-        want = posterior._state_fingerprint()
-        if snap["fingerprint"] != want:
-            diff = sorted(k for k in want if snap["fingerprint"].get(k) != want[k])
-            raise ValueError(f"sampler snapshot belongs to a different run (differs in: {', '.join(diff)})")
-        dev = posterior.device
-        on = lambda t: None if t is None else t.to(dev)  # noqa: E731
-        self.step, self.pos = int(snap["step"]), int(snap["pos"])
-        self.W, self.v, self.perm = on(snap["W"]), on(snap["v"]), on(snap["perm"])
-        self.trace, self.first_bad, self.bad_info = on(snap["trace"]), on(snap["first_bad"]), on(snap["bad_info"])
-        if len(snap["noise_gens"]) != len(self.noise_gens) or len(snap["data_gens"]) != len(self.data_gens):
-            raise ValueError("sampler snapshot has a different number of random streams")
-        for g, st in zip(self.noise_gens + self.data_gens, snap["noise_gens"] + snap["data_gens"]):
-            g.set_state(st)
-
-
 def _check_tensors(model: nn.Module, data: Batch) -> None:
     """Raise :class:`DataMismatchError` for data that is not tensors, or tensors (or a model) without values."""
     for t in data if isinstance(data, tuple) else (data,):
@@ -510,25 +186,6 @@ def _mismatch_message(posterior: "LocalizedPosterior", data: Batch, e: BaseExcep
     reason = " ".join(str(e).split())[:300]
     return (f"the model ({model}; sampling on {posterior.device}) cannot evaluate the data ({described}): "
             f"{type(e).__name__}: {reason}; check the data's dtype (token ids: integers), device and value range")
-
-
-def _llc_statistics(trace: np.ndarray, init_loss: float, nbeta: float, n_batches: int | None = None) -> dict:
-    """λ̂ = nβ·(mean loss − L_n(w*)) with its Monte Carlo stderr (Geyer ESS on each chain's trace,
-    the engine's :class:`~spectro.engine.MeanError`), t degrees of freedom, per-chain λ̂ and
-    rank-normalised split R-hat. ``n_batches`` is accepted for compatibility and ignored: the
-    trace is stored per step, so the error uses every step."""
-    err = mean_error(trace[:, :, None])
-    long_enough = trace.shape[1] >= 4
-    return {
-        "llc": float(nbeta * (trace.mean() - init_loss)),
-        "llc_stderr": float(nbeta * err.se[0]),
-        "llc_dof": float(err.dof[0]),
-        "llc_ess": float(err.ess[0]),
-        "llc_per_chain": nbeta * (trace.mean(axis=1) - init_loss),
-        "llc_rhat": float(rhat_rank(trace[:, :, None])[0]) if long_enough else float("nan"),
-        "llc_ess_bulk": float(ess_bulk(trace[:, :, None])[0]) if long_enough else float("nan"),
-        "llc_ess_tail": float(ess_tail(trace[:, :, None])[0]) if long_enough else float("nan"),
-    }
 
 
 class LocalizedPosterior:
