@@ -31,10 +31,19 @@ if TYPE_CHECKING:
 __all__ = ["ConfigError", "JobConfig", "DEMO_CONFIG", "run_job", "summary_table"]
 
 # ============================================================================ running
+_ROW_ARRAYS = ("chi", "stderr", "stderr_chains", "ess", "rhat", "dof", "flags", "noise", "observable_mean",
+               "observable_stderr")
+
+
 def _replace_rows(result, other, rows: list[int]) -> None:
-    """Overwrite observable rows of ``result`` with those of ``other`` (same observables and fields)."""
-    for name in ("chi", "stderr", "stderr_chains", "ess", "rhat", "observable_mean", "observable_stderr"):
-        getattr(result, name)[rows] = getattr(other, name)[rows]
+    """Overwrite observable rows of ``result`` with those of ``other`` (same observables and fields):
+    every per-row array, error bars, dof, flags and noise included."""
+    for name in _ROW_ARRAYS:
+        mine, theirs = getattr(result, name), getattr(other, name)
+        if mine is None or theirs is None:  # noise needs two chains in both runs
+            setattr(result, name, None)
+            continue
+        mine[rows] = theirs[rows]
 
 
 def _versions() -> dict:
