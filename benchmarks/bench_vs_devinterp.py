@@ -31,16 +31,15 @@ Agreement criterion. Two independent Monte Carlo runs of the same estimator can 
 within their sampling errors, so the check is statistical. devinterp reports no error bar;
 its raw draws (the zarr files it writes) are fed through spectro's streaming estimator, which
 (i) must reproduce devinterp's own ``sus`` (to float32 rounding: the same estimand and formula,
-checked, not assumed) and (ii) gives devinterp's estimate a batch-means standard error computed
-exactly as spectro's own (4 chains × 5 batches of 20 draws). For each component C and probe token
+checked, not assumed) and (ii) gives devinterp's estimate a standard error computed exactly as
+spectro's own (Geyer multi-chain MCSE on the per-draw series, docs/design.md §4). For each component C and probe token
 xy, ``z = (χ_spectro − χ_devinterp) / sqrt(se_spectro² + se_devinterp²)``. ``agree: yes`` iff for
 every component
 
-1. ``mean(z²) ≤ 1.5·ν/(ν−2)``: under agreement z is t-like with ν ≈ 2·(20 − 1) degrees of
-   freedom (each error is estimated from 20 batch means), so E[z²] = ν/(ν−2) ≈ 1.06; the 1.5
-   allows for the known downward bias of batch-means errors when batches are only a few
-   autocorrelation times long and for the strong correlation between tokens (mean z² over 1008
-   correlated tokens has far fewer than 1008 degrees of freedom);
+1. ``mean(z²) ≤ 1.5·ν/(ν−2)``: under agreement z is t-like with ν the Welch–Satterthwaite
+   degrees of freedom of the two runs' errors (:func:`welch_dof`, from each entry's effective
+   dof ESS/(2(κ−1))), so E[z²] = ν/(ν−2); the 1.5 allows for the strong correlation between
+   tokens (mean z² over 1008 correlated tokens has far fewer than 1008 degrees of freedom);
 2. ``|z| > 4`` for at most 0.5 % of the tokens (no localised disagreement; ≈ 0.006 % expected);
 3. the Pearson correlation r of the two estimate vectors (equivalently of the z-scored vectors,
    as Baker et al. compare them) is at least ``r_exp − 0.05``, where
