@@ -107,8 +107,9 @@ def nn_throughput(device: torch.device, quick: bool, peak: dict[str, float]) -> 
             restriction = None if comp == "full" else head_restriction(m, 1, 0)
             for chains in ((2, 4) if quick else (4, 16, 64)):
                 steps = 3 if quick else 20
+                prec = "bf16" if dtype_name == "bfloat16" else "fp32"  # a bf16-stored model needs bf16 compute
                 cfg = SamplerConfig(epsilon=1e-4, gamma=1000.0, nbeta=100.0, chains=chains, draws=steps, batch_size=batch,
-                                    device=str(device), health_every=steps)
+                                    device=str(device), health_every=steps, precision=prec)
                 post = LocalizedPosterior(m, next_token_loss, data, cfg, restriction, chain_mode="vmap")
                 try:
                     sec = timed(lambda: post.sample(), device, 0.3 if quick else 2.0, max_reps=5) / steps
@@ -116,7 +117,7 @@ def nn_throughput(device: torch.device, quick: bool, peak: dict[str, float]) -> 
                     rows.append({"dtype": dtype_name, "component": comp, "chains": chains, "error": "out of memory"})
                     continue
                 one = SamplerConfig(epsilon=1e-4, gamma=1000.0, nbeta=100.0, chains=1, draws=1, batch_size=batch,
-                                    device=str(device))
+                                    device=str(device), precision=prec)
                 with FlopCounterMode(display=False) as fc:
                     LocalizedPosterior(m, next_token_loss, data, one, restriction, chain_mode="vmap").sample()
                 flops = fc.get_total_flops() * chains
@@ -207,6 +208,7 @@ def device_vs_cpu(device: torch.device, quick: bool, workdir: Path) -> dict:
         cfg["sampler"]["device"] = dev
         if dtype:
             cfg["model"]["dtype"] = dtype
+            cfg["sampler"]["precision"] = "bf16"
         t0 = time.perf_counter()
         out = run_job(cfg, workdir / name, overwrite=True, progress=False, log=lambda m: None)
         runs[name] = (Susceptibility.load(out / "chi_l1h0.npz"), time.perf_counter() - t0)

@@ -64,6 +64,12 @@ Usage::
 
     python benchmarks/bench_vs_devinterp.py            # the full job (a few minutes)
     python benchmarks/bench_vs_devinterp.py --quick    # < 1 minute, for iterating
+    python benchmarks/bench_vs_devinterp.py --precision bf16   # spectro in bf16 compute, devinterp fp32
+
+With ``--precision bf16`` (or fp16) spectro samples with bf16 forward/backward on fp32 master
+weights (``SamplerConfig.precision``) while devinterp runs fp32; the agreement check is unchanged
+(a bf16 bias would show up as disagreement). Before the last two lines it prints the CPU's bf16
+ISA (``amx_bf16``, ``avx512_bf16`` in /proc/cpuinfo) and the measured bf16 vs fp32 matmul rate.
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ class Job:
     threads: int = 2
     seed: int = 0
     device: str = "cpu"  # both sides sample here (benchmarks/bench_gpu.py runs the job on CUDA)
+    precision: str = "fp32"  # spectro's compute precision (devinterp always runs fp32)
 
     @property
     def probe_tokens(self) -> int:
@@ -178,6 +185,8 @@ def train(model, data: torch.Tensor, steps: int, seed: int, batch: int = 32, lr:
 def token_loss(out, ids: torch.Tensor) -> torch.Tensor:
     """Per-token next-token cross-entropy [batch, SEQ − 1] (devinterp's ``lm_cross_entropy_loss``)."""
     logits = out.logits if hasattr(out, "logits") else out[0]
+    if logits.dtype in (torch.bfloat16, torch.float16):  # --precision bf16/fp16: the loss in fp32
+        logits = logits.float()
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     return -logp.gather(-1, ids[:, 1:, None])[..., 0]
 
@@ -188,9 +197,9 @@ def observable_rows(n_rows: int, n_samples: int, obs_seed: int = 1337) -> list[i
 
 
 # ---------------------------------------------------------------------- measurements
-def matmul_rate(seconds: float = 1.0, n: int = 2048) -> float:
-    """fp32 GFLOP/s of a square n×n matmul (best of repeated timings over ~``seconds``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_rate(seconds: float = 1.0, n: int = 2048, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a square n×n matmul in ``dtype`` (best of repeated timings over ~``seconds``)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(2):
         a @ b
     best = math.inf
@@ -200,6 +209,30 @@ def matmul_rate(seconds: float = 1.0, n: int = 2048) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def cpu_isa() -> dict[str, bool]:
+    """bf16 matmul hardware of this CPU, from the /proc/cpuinfo flags (Linux; all False elsewhere)."""
+    try:
+        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
+    except (OSError, StopIteration):
+        flags = set()
+    return {f: f in flags for f in ("amx_bf16", "avx512_bf16", "avx512f")}
+
+
+def precision_report(precision: str) -> tuple[list[str], dict]:
+    """Lines (and their numbers) on the low-precision hardware: ISA flags, measured bf16 (or fp16)
+    vs fp32 matmul rates."""
+    low = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    isa = cpu_isa()
+    r32, rlow = matmul_rate(n=1024), matmul_rate(n=1024, dtype=low)
+    lines = [f"ISA: amx_bf16 {'yes' if isa['amx_bf16'] else 'no'}, avx512_bf16 {'yes' if isa['avx512_bf16'] else 'no'}, "
+             f"avx512f {'yes' if isa['avx512f'] else 'no'} (/proc/cpuinfo)",
+             f"matmul 1024^2: {precision} {rlow:.0f} GFLOP/s vs fp32 {r32:.0f} GFLOP/s ({rlow / r32:.2f}x)"]
+    if not isa["amx_bf16"]:
+        lines.append("the >= 5x bf16 speed-up target needs AMX (amx_bf16): not measurable on this CPU; the ratio below "
+                     "is what bf16 compute gives here")
+    return lines, {"spectro": precision, "devinterp": "fp32", **isa, "matmul_gflops_fp32": r32, f"matmul_gflops_{precision}": rlow}
 
 
 def model_rates(model, data: torch.Tensor, batch: int, seconds: float = 1.5) -> dict[str, float]:
@@ -428,7 +461,7 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     cfg = SamplerConfig(
         method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
         batch_size=job.batch_size, seed=seed, n_batches=job.n_batches if job.n_batches is None else min(job.n_batches, draws),
-        eval_batch_size=64, device=job.device,
+        eval_batch_size=64, device=job.device, precision=job.precision,
     )
     probe = ProbeSet({"train": setup.base, "probe": setup.probe})
     restr = {c: Restriction.from_devinterp(setup.model, c) for c in components}
@@ -523,6 +556,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--workdir", type=Path, default=None, help="keep devinterp's zarr output here (default: a temporary folder)")
     ap.add_argument("--save", type=Path, default=None, help="write the χ vectors and errors to this .npz")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                    help="spectro's compute precision (devinterp always runs fp32 on the same job)")
     args = ap.parse_args(argv)
 
     job = Job(threads=args.threads)
@@ -531,6 +566,7 @@ def main(argv=None) -> int:
         args.skip_flops = args.skip_memory = True
     if args.draws:
         job.draws = args.draws
+    job.precision = args.precision
     torch.set_num_threads(job.threads)
     warnings.filterwarnings("ignore")
     import transformers  # noqa: F401  (import time outside the measurements)
@@ -635,10 +671,14 @@ def main(argv=None) -> int:
     if not args.skip_memory:
         result["memory"] = memory_check(setup, job, ref)
 
+    if job.precision != "fp32":
+        lines, result["precision"] = precision_report(job.precision)
+        print("\n" + "\n".join(lines))
     ratio = ph_d["total"] / ph_s["total"]
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwall time (fastest of {args.repeats}): devinterp {ph_d['total']:.1f} s, spectro {ph_s['total']:.1f} s")
+    print(f"\nwall time (fastest of {args.repeats}): devinterp {ph_d['total']:.1f} s (fp32), spectro {ph_s['total']:.1f} s "
+          f"({job.precision})")
     print(f"agree: {'yes' if ok else 'no'}")
     print(f"ratio: {ratio:.2f}")
     return 0

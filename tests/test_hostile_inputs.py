@@ -510,7 +510,8 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
 # ---------------------------------------------------------------------------- the job schema, generated
 _KEYS = [("sampler", k) for k in ("epsilon", "gamma", "nbeta", "chains", "draws", "burn_in", "steps_per_draw",
                                    "batch_size", "seed", "n_batches", "rmsprop_alpha", "rmsprop_delta",
-                                   "max_loss_increase", "device", "master_dtype", "method", "eval_batch_size")]
+                                   "max_loss_increase", "device", "master_dtype", "method", "eval_batch_size",
+                                   "precision")]
 _KEYS += [("data", k) for k in ("context", "train_sequences", "domains", "corpus")]
 _KEYS += [("probes", k) for k in ("base", "per_domain", "split")] + [("model", "dtype"), ("model", "train_steps"),
                                                                        ("export", "max_mb"), ("export", "devinterp")]

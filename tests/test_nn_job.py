@@ -263,6 +263,8 @@ BAD = [
     ("probes.per_domain", {"code": 2}, "missing ['prose']"),
     ("sampler.batch_size", 100, "sampler.batch_size: 100 exceeds"),
     ("sampler.master_dtype", "float16", "master_dtype"),
+    ("sampler.precision", "int8", "precision must be one of ['fp32', 'bf16', 'fp16']"),
+    ("model.dtype", "bfloat16", "needs sampler.precision = 'bf16'"),
     ("sampler.draws", 3, "at least 4 draws"),
     ("threads", True, "threads: expected an integer"),
     ("export.max_mb", 1e-6, "export.max_mb"),

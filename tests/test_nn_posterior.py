@@ -103,14 +103,11 @@ def test_globs_and_union():
 def test_bf16_model_runs_on_fp32_master_weights():
     model = _model().to(torch.bfloat16)
     seen = []
-
-    def loss(out, batch):
-        seen.append(out.dtype)
-        return (out.float() - batch[1]) ** 2
+    model.b.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
 
     X, y = _data()
-    cfg = SamplerConfig(chains=2, draws=10, batch_size=8, nbeta=10.0, epsilon=1e-8)
-    post = LocalizedPosterior(model, loss, (X.bfloat16(), y), cfg)
+    cfg = SamplerConfig(chains=2, draws=10, batch_size=8, nbeta=10.0, epsilon=1e-8, precision="bf16")
+    post = LocalizedPosterior(model, mse, (X.bfloat16(), y), cfg)
     res = post.sample()
     assert res.final_weights.dtype == torch.float32 and post.w_star.dtype == torch.float32
     assert set(seen) == {torch.bfloat16}  # the forward runs in the model's precision

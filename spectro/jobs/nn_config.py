@@ -35,8 +35,9 @@ keys and non-finite numbers are errors naming the key)::
         "checkpoint": "runs/x/checkpoints/step_002000" | "builtin:tiny",   required
         "cache_dir": null,          builtin cache (default $SPECTRO_CACHE_DIR or runs/cache)
         "train_steps": null,        builtin only: override the recipe's training steps
-        "dtype": null               "float32" | "bfloat16" | "float16": run the model's forward in
-                                    this precision (SGLD still updates float32 master weights)
+        "dtype": null               "float32" | "bfloat16" | "float16": store the model in this
+                                    dtype; bfloat16/float16 need the matching sampler.precision
+                                    ("bf16"/"fp16"; SGLD still updates float32 master weights)
       },
       "data": {
         "corpus": "fixture",        "fixture" (shipped) or a corpus folder (spectro.data)
@@ -67,7 +68,9 @@ keys and non-finite numbers are errors naming the key)::
       "components": ["heads", "full"],     required; "full" (alias "all"), "lLhH" (one head),
                                           "lL" (all of layer L's attention), "heads" (every head)
       "sampler": {...},                    spectro.nn.SamplerConfig fields; master_dtype as
-                                          "float32"/"float64"; nbeta null → n/log n, n = train_sequences
+                                          "float32"/"float64"; nbeta null → n/log n, n = train_sequences;
+                                          precision "fp32" (default) | "bf16" | "fp16": compute dtype of
+                                          forward/backward (master weights and moments stay float32/64)
       "threads": null,                     torch CPU threads during the job (null: unchanged)
       "export": {"devinterp": true, "max_mb": 512}   devinterp xarray/zarr export, size cap
     }
@@ -162,6 +165,7 @@ _SAMPLER_KEYS = {
     "burn_in": "int", "steps_per_draw": "int", "batch_size": "int?", "seed": "int", "chain_offset": "int",
     "rmsprop_alpha": "float", "rmsprop_delta": "float", "device": "str", "master_dtype": "str",
     "eval_batch_size": "int", "n_batches": "int?", "health_every": "int", "max_loss_increase": "float",
+    "precision": "str",
 }
 _OBS_TYPES = ("component_loss", "mean_loss", "per_sample_loss", "per_token_loss")
 _FIELD_TYPES = ("tokens", "subset", "upweight")
@@ -261,6 +265,11 @@ class JobConfig:
         if isinstance(sampler.get("draws"), int) and sampler["draws"] < 4:
             raise ConfigError(f"sampler.draws: need at least 4 draws per chain (standard errors and R-hat), got {sampler['draws']}")
         _sampler_config(sampler)  # validates values
+        stored = {"bfloat16": "bf16", "float16": "fp16"}.get(model.dtype or "")
+        if stored is not None and sampler.get("precision", "fp32") != stored:
+            raise ConfigError(f"model.dtype = {model.dtype!r} needs sampler.precision = {stored!r} "
+                              f"(got {sampler.get('precision', 'fp32')!r}); or drop model.dtype and set only "
+                              f"sampler.precision (float32 model, {stored} compute)")
 
         threads = top.integer("threads", minimum=1)
         e = _Table(top.get("export", {}), "export")

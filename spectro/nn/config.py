@@ -20,9 +20,12 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SamplerConfig", "default_nbeta"]
+__all__ = ["SamplerConfig", "default_nbeta", "PRECISIONS"]
 
 Method = Literal["sgld", "rmsprop_sgld"]
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Compute precision → dtype of the forward/backward (None: each parameter's stored dtype)."""
 
 
 def default_nbeta(n: int) -> float:
@@ -73,8 +76,13 @@ class SamplerConfig:
         rmsprop_delta: δ, RMSProp stabiliser added to √v (devinterp's ``eps``, default 0.1).
         device: device of the master weights and all sampling tensors.
         master_dtype: dtype of the master weights (float32 default; float64 for validation).
-            Models stored in bf16/fp16 are evaluated by casting master weights to the model's
-            dtype for the forward; the update happens in ``master_dtype``.
+            A model stored in bf16/fp16 needs the matching ``precision`` (its forward runs in
+            that dtype; the update happens in ``master_dtype``).
+        precision: compute precision of the forward and backward, ``"fp32"`` (default: the model's
+            own dtype, no cast), ``"bf16"`` or ``"fp16"`` (a low-precision copy of the frozen
+            weights, free weights cast from the master on every call, loss upcast to
+            ``master_dtype``). Master weights, drift, noise, localization and RMSProp state stay in
+            ``master_dtype`` whatever the precision (docs/design.md §2, "Precision").
         eval_batch_size: chunk size (samples) for evaluating losses on probe sets and for L_n(w*).
         n_batches: points per chain of the error-estimate series (None: one per draw, within
             the engine's memory budget; docs/design.md §4).
@@ -99,6 +107,7 @@ class SamplerConfig:
     rmsprop_delta: float = 0.1
     device: str = "cpu"
     master_dtype: torch.dtype = field(default=torch.float32)
+    precision: Precision = "fp32"
     eval_batch_size: int = 64
     n_batches: int | None = None
     health_every: int = 10
@@ -141,6 +150,8 @@ class SamplerConfig:
             raise ValueError(f"max_loss_increase must be > 0, got {self.max_loss_increase}")
         if not isinstance(self.master_dtype, torch.dtype) or not self.master_dtype.is_floating_point:
             raise ValueError(f"master_dtype must be a floating torch.dtype, got {self.master_dtype!r}")
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         _representable(self, ("epsilon", "gamma", "nbeta", "rmsprop_delta", "max_loss_increase"))
         from ..devices import check_device
 
@@ -150,6 +161,11 @@ class SamplerConfig:
     def total_steps(self) -> int:
         """burn_in + draws · steps_per_draw."""
         return self.burn_in + self.draws * self.steps_per_draw
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        """dtype of the forward/backward: bfloat16 / float16, or None for "fp32" (stored dtypes)."""
+        return PRECISIONS[self.precision]
 
     def resolve_nbeta(self, n: int) -> float:
         """nβ for a training set of n samples: the configured value, else n / log n."""

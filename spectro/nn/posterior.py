@@ -11,10 +11,17 @@ where ℓ_i is the per-sample loss (the mean over tokens when ``per_sample_loss`
 Master weights: the free coordinates of all free parameters are concatenated into one flat
 vector, and the C chains' vectors are stacked into ``W`` of shape [C, D] (dtype
 ``config.master_dtype``). A chain's model is ``torch.func.functional_call`` on the flat vector
-split back into parameter views (cast to each parameter's dtype, so bf16/fp16 models run their
-forward in their own precision while the update is done on fp32 masters). Frozen parameters and
-buffers are constants: no gradient is taken for them, and autograd never enters a part of the
-network that depends on constants only (for a layer-1 head, layer 0 is never differentiated).
+split back into parameter views. Frozen parameters and buffers are constants: no gradient is
+taken for them, and autograd never enters a part of the network that depends on constants only
+(for a layer-1 head, layer 0 is never differentiated).
+
+Precision (``config.precision``, docs/design.md §2): "fp32" runs the model in its stored dtypes.
+"bf16"/"fp16" run forward and backward in that dtype: the floating constants are copied to it
+once, the free views are cast to it inside each call (the cast is differentiable, so the
+gradient arrives in the master dtype), floating model inputs are cast to it, and a tensor model
+output is upcast to the master dtype before ``per_sample_loss``; per-sample losses, the update
+and every moment stay in the master dtype. A model stored in bf16/fp16 must be sampled with the
+matching precision (an error otherwise).
 
 How chains are executed (``chain_mode``): ``"vmap"`` evaluates all chains of a worker in one
 ``torch.func.vmap`` (the GPU default: one kernel per op for all chains); ``"loop"`` calls the
@@ -58,6 +65,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -188,6 +196,57 @@ def _mismatch_message(posterior: "LocalizedPosterior", data: Batch, e: BaseExcep
             f"{type(e).__name__}: {reason}; check the data's dtype (token ids: integers), device and value range")
 
 
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def _check_precision(model: nn.Module, config: SamplerConfig) -> None:
+    """Raise ValueError when the model's stored dtype contradicts ``config.precision``, or fp16
+    is requested on a CPU where torch cannot run an fp16 matmul and its backward."""
+    low = config.compute_dtype
+    stored = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype in _LOW}
+    if stored - {low}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in stored))
+        raise ValueError(
+            f"the model is stored in {names} but precision={config.precision!r}: pass "
+            f"precision={'bf16' if torch.bfloat16 in stored else 'fp16'!r} (forward in the stored dtype, update on "
+            f"{str(config.master_dtype).removeprefix('torch.')} masters), or cast the model to float32 first"
+        )
+    if low == torch.float16 and torch.device(config.device).type == "cpu" and not _cpu_runs_fp16():
+        raise ValueError("precision='fp16': torch cannot run an fp16 matmul on this CPU; use precision='bf16' or 'fp32'")
+
+
+def _cpu_runs_fp16() -> bool:
+    """Whether a tiny fp16 matmul and its backward run on this CPU (torch builds differ)."""
+    try:
+        a = torch.ones(4, 4, dtype=torch.float16, requires_grad=True)
+        (a @ a).float().sum().backward()
+        return bool(torch.isfinite(a.grad.float()).all())
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def lost_update_fraction(w: torch.Tensor, step: float, dtype: torch.dtype) -> float:
+    """Fraction of the coordinates of ``w`` for which an update of size ``step`` applied in place
+    in ``dtype`` is rounded away: ``step < ulp(w)/2`` in ``dtype`` (round-to-nearest)."""
+    x = w.detach().to(dtype)
+    ulp = (torch.nextafter(x.abs(), torch.tensor(float("inf"), dtype=dtype)) - x.abs()).double()
+    return float((step < 0.5 * ulp).double().mean()) if w.numel() else 0.0
+
+
+def _warn_lost_updates(w_free: torch.Tensor, config: SamplerConfig) -> None:
+    """Warn when the noise step √ε is below half an ulp of the master weights for ≥ 1 % of the free
+    coordinates: those coordinates never move. Only the master dtype matters: the update is
+    applied there whatever the compute precision (docs/design.md §2, "Precision")."""
+    frac = lost_update_fraction(w_free, config.epsilon**0.5, config.master_dtype)
+    if frac >= 0.01:
+        warnings.warn(
+            f"epsilon={config.epsilon:g}: the noise step sqrt(epsilon)={config.epsilon ** 0.5:.3g} is below half an ulp "
+            f"of {str(config.master_dtype).removeprefix('torch.')} for {frac:.1%} of the free weights, which will not "
+            "move; raise epsilon or use master_dtype=float64",
+            stacklevel=3,
+        )
+
+
 class LocalizedPosterior:
     """SGLD / RMSProp-SGLD on ``p(w) ∝ exp(−nβ·L_n(w) − (γ/2)·‖w − w*‖²)`` with C batched chains.
 
@@ -197,8 +256,9 @@ class LocalizedPosterior:
             sampler runs private copies that share its tensors). For ``chain_mode="vmap"`` its
             operations must be vmappable: e.g. HuggingFace models need
             ``config._attn_implementation = "eager"`` (the SDPA kernels fall back to a slow loop).
-        per_sample_loss: ``(model_output, batch) -> [batch]`` or ``[batch, tokens]``. For
-            bf16/fp16 models, upcast logits inside it (the loss is then cast to ``master_dtype``).
+        per_sample_loss: ``(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (cast to
+            ``master_dtype``). With a low ``precision`` a tensor model output arrives already
+            upcast to ``master_dtype``; upcast other outputs (e.g. HF ``ModelOutput``) inside it.
         train_data: the n training samples (a tensor or tuple of tensors, leading axis n).
         config: sampler settings.
         restriction: free parameters/coordinates; ``None`` = all parameters.
@@ -291,7 +351,10 @@ class LocalizedPosterior:
         self.free_names = [n for n, _, _ in resolved]
         self.shapes = [tuple(p.shape) for _, p, _ in resolved]
         self.numels = [p.numel() for _, p, _ in resolved]
-        self.param_dtypes = [p.dtype for _, p, _ in resolved]
+        low = config.compute_dtype
+        _check_precision(model, config)
+        self.compute_dtype = low
+        self.param_dtypes = [low if (low is not None and p.is_floating_point()) else p.dtype for _, p, _ in resolved]
         self.dim = sum(self.numels)
         md = config.master_dtype
         self.w_star = torch.cat([p.detach().to(dev, md).reshape(-1) for _, p, _ in resolved])
@@ -309,6 +372,9 @@ class LocalizedPosterior:
             n: p.detach().to(dev) for n, p in model.named_parameters() if n not in free
         }
         self.constants.update({n: b.detach().to(dev) for n, b in model.named_buffers()})
+        if low is not None:  # one low-precision copy of the frozen weights, made once
+            self.constants = {n: t.to(low) if t.is_floating_point() else t for n, t in self.constants.items()}
+        _warn_lost_updates(self.w_star if self.mask is None else self.w_star[self.mask > 0], config)
         self._init_loss: float | None = None if init_loss is None else float(init_loss)
         # execution state, live only inside sample()
         self._pool: ThreadPoolExecutor | None = None
@@ -330,7 +396,12 @@ class LocalizedPosterior:
         }
         args = self.model_input(batch)
         args = args if isinstance(args, tuple) else (args,)
+        low = self.compute_dtype
+        if low is not None:
+            args = tuple(a.to(low) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
         out = functional_call(self.model if module is None else module, {**self.constants, **params}, args)
+        if low is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
+            out = out.to(flat.dtype)  # the loss (e.g. log-softmax) is computed in the master dtype
         loss = self.per_sample_loss(out, batch)
         B = _batch_size_of(batch)
         if not isinstance(loss, torch.Tensor) or loss.dim() not in (1, 2) or loss.shape[0] != B:
@@ -538,7 +609,8 @@ class LocalizedPosterior:
             tensors.append(self.sample_weights)
         objects = [*tensors, self.per_sample_loss, self.model_input]
         scalars = (
-            tuple(t._version for t in tensors), str(self.device), str(self.config.master_dtype), self.config.eval_batch_size,
+            tuple(t._version for t in tensors), str(self.device), str(self.config.master_dtype), self.config.precision,
+            self.config.eval_batch_size,
         )
         return objects, scalars
 
@@ -572,7 +644,10 @@ class LocalizedPosterior:
 
     def _state_fingerprint(self) -> dict:
         """What a snapshot must agree on to be resumed by this sampler."""
-        return {"config": self.config.to_dict(), "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
+        config = self.config.to_dict()
+        if config["precision"] == "fp32":  # snapshots written before precision existed stay resumable
+            del config["precision"]
+        return {"config": config, "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
                 "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
 
     def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float, resume_from: dict | None = None) -> SamplingResult:
