@@ -179,8 +179,8 @@ def measure_components(
             observable_axis=obs_axis, field_axis=field_axis,
             estimator=_record(comp, run, component=name, full_run=asdict(full_run or run)))
         timing[f"{name}_s"] = time.perf_counter() - tc
-    for s in out.values():
-        s.meta["timing"] = {**s.meta.get("timing", {}), **timing}
+    for s in out.values():  # every run's wall seconds (full_s, <component>_s) in every result
+        s.meta["timing"] = timing.copy()
     return out
 
 
