@@ -482,9 +482,9 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
 
 def forget_cached_init_loss() -> None:
     """spectro caches L_n(w*) per (model, data, loss); the timed run must pay for it again."""
-    from spectro.nn import posterior
+    from spectro.nn.posterior import forget_init_losses
 
-    posterior._INIT_LOSS_CACHE.clear()
+    forget_init_losses()
 
 
 # ---------------------------------------------------------------------- agreement

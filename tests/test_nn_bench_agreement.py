@@ -26,7 +26,7 @@ from spectro.nn import (
     TokenPointMasses,
     component_susceptibility,
 )
-from spectro.nn.posterior import _FrozenMemo, _frozen_modules
+from spectro.nn.memo import _FrozenMemo, _frozen_modules
 
 transformers = pytest.importorskip("transformers")
 

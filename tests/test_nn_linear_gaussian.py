@@ -99,7 +99,7 @@ def test_small_epsilon_matches_exact_gaussian_posterior():
 
 def test_llc_statistics_are_arviz_diagnostics_of_the_loss_trace():
     """λ̂'s stderr, R-hat and bulk/tail ESS are arviz-stats' MCSE/R-hat/ESS of the trace, times nβ."""
-    from spectro.nn.posterior import _llc_statistics
+    from spectro.nn.chains import _llc_statistics
 
     az = pytest.importorskip("arviz_stats.base").array_stats
     rng = np.random.default_rng(0)

@@ -95,6 +95,7 @@ __all__ = [
     "LocalizedPosterior",
     "chain_seed",
     "run_seed",
+    "forget_init_losses",
 ]
 
 Batch = torch.Tensor | tuple[torch.Tensor, ...]
@@ -163,6 +164,12 @@ def _intra_op_threads(n: int) -> Iterator[None]:
 # L_n(w*) per (model, training data, loss): the same number for every restriction of one model.
 # Entries hold weak references only (no data kept alive; a recycled id can never match).
 _INIT_LOSS_CACHE: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
+def forget_init_losses() -> None:
+    """Drop the cached L_n(w*) values (e.g. to time a run that pays for them again). The cache
+    never returns a stale value (keys include tensor versions), so correctness never needs this."""
+    _INIT_LOSS_CACHE.clear()
 
 
 def _weak(obj: Any) -> Callable[[], Any]:
