@@ -454,7 +454,6 @@ def test_hostile_nn_folders(case, ckpt, home, capsys):
 def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, home, capsys, monkeypatch):
     """--overwrite replaces spectro's files only; an interrupted run's damaged snapshot files are
     reported by name; the resumed run is refused for a different config; nothing is lost."""
-    from spectro.jobs import resume
 
     path = home / "job.json"
     path.write_text(json.dumps(nn_config(ckpt)))
