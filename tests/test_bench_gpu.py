@@ -11,6 +11,7 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
+@pytest.mark.slow  # 26 s of benchmark harness: keeps the default run under 10 minutes on 2 cores
 def test_dry_run_on_cpu_writes_a_complete_record(tmp_path):
     out = tmp_path / "gpu.json"
     p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "matmul", "nn_throughput",
