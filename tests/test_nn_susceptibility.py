@@ -289,3 +289,19 @@ def test_bad_probe_selections_are_rejected_before_sampling():
         Selection("p", [])
     with pytest.raises(TypeError, match="probe selection"):
         MeanLoss(3)
+
+
+def test_divergence_between_health_reads_is_caught_at_the_end():
+    """Health is read every health_every steps (no per-step device sync) and once after the last draw:
+    a run shorter than health_every still reports its diverged chain."""
+    from spectro.nn import DivergenceError
+
+    torch.manual_seed(0)
+    X = torch.randn(32, 3)
+    y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(32)
+    probe = ProbeSet({"a": (X[:8], y[:8]), "b": (X[8:16], y[8:16])})
+    cfg = SamplerConfig(chains=2, draws=7, epsilon=5.0, nbeta=10.0, gamma=1.0, batch_size=None, health_every=1000,
+                        max_loss_increase=1.0)
+    with pytest.raises(DivergenceError, match="diverged at step"):
+        run_susceptibility(nn.Linear(3, 1), lambda out, b: (out.squeeze(-1) - b[1]) ** 2, (X, y), probe,
+                           [MeanLoss("a")], [SubsetFields({"b": "b"}, base="a")], cfg)

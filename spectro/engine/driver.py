@@ -251,6 +251,7 @@ def sample_moments(
                 acc.update(phi, psi)
                 position["drawn"] += n
                 after_block(n * run.thin, final=position["drawn"] == run.draws)
+            local.finish()
     except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other processes
         if world.size == 1:
             raise

@@ -15,7 +15,8 @@ system of your own. It exposes
   over processes and merge them bit for bit);
 * ``state_dict()`` / ``load_state_dict()`` — everything needed to continue identically;
   ``fingerprint()`` — the settings a saved state must agree with;
-* ``running()`` — a context held while sampling (thread pools, caches); ``summary(gather)`` —
+* ``running()`` — a context held while sampling (thread pools, caches); ``finish()`` — called
+  once after the last draw (a final health check); ``summary(gather)`` —
   JSON-friendly facts for the result's ``meta`` after sampling (``gather`` turns this process's
   per-chain rows into all chains' rows in a distributed run); ``axes()`` — typed coordinates of
   χ's rows and columns (:class:`~spectro.engine.coords.Axis`); ``estimator()`` — the typed
@@ -66,6 +67,8 @@ class System(Protocol):
 
     def running(self) -> ContextManager[None]: ...
 
+    def finish(self) -> None: ...
+
     def summary(self, gather: Gather) -> dict[str, Any]: ...
 
     def axes(self) -> tuple[Axis, Axis]: ...
@@ -82,6 +85,9 @@ class SystemBase:
 
     def running(self) -> ContextManager[None]:
         return contextlib.nullcontext()
+
+    def finish(self) -> None:
+        """Called once after the last draw, inside :meth:`running` (e.g. a final health check)."""
 
     def summary(self, gather: Gather) -> dict[str, Any]:
         return {}

@@ -709,16 +709,14 @@ class LocalizedPosterior:
 
     def advance(self, state: "_LoopState", steps: int, *, check: bool = True) -> torch.Tensor:
         """Take ``steps`` SGLD steps from ``state`` (in place); return the last step's minibatch
-        loss [C] (at the weights before its update, as devinterp records it). Health is read
-        every ``health_every`` steps and, with ``check``, after the last step
-        (:class:`DivergenceError`)."""
+        loss [C] (at the weights before its update, as devinterp records it). With ``check``,
+        health is read on the host every ``health_every`` steps (:class:`DivergenceError`); the
+        caller reads it once more at the end (:meth:`check`), so no other step syncs with the device."""
         loss = None
         for _ in range(steps):
             loss = self._step(state)
             if check and (state.step % self.config.health_every == 0):
                 self.check(state)
-        if check:
-            self.check(state)
         return loss
 
     def check(self, state: "_LoopState") -> None:

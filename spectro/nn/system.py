@@ -119,6 +119,9 @@ class PosteriorSystem(SystemBase):
     def running(self) -> ContextManager[None]:
         return self.posterior.running()
 
+    def finish(self) -> None:
+        self.posterior.check(self.state)  # otherwise health is read every health_every steps only
+
     def advance(self, steps: int) -> None:
         self.posterior.advance(self.state, steps)
 
