@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from spectro.engine import Checkpointing, RunConfig, SystemBase, measure
+from spectro.engine import Checkpointing, RunConfig, SystemBase, chain_seed, measure
 from spectro.engine.distributed import current_world
 
 COV = torch.tensor([[2.0, 0.6, 0.3, 0.0], [0.6, 1.0, -0.4, 0.2], [0.3, -0.4, 1.5, 0.5], [0.0, 0.2, 0.5, 1.0]],
@@ -24,7 +24,7 @@ class GaussianAR(SystemBase):
     def __init__(self, chains: int, seed: int, rho: float = 0.9, offset: int = 0, stop_after: int | None = None):
         self.n_chains, self.seed, self.rho, self.offset, self.stop_after = chains, seed, rho, offset, stop_after
         self.L = torch.linalg.cholesky(COV)
-        self.gens = [torch.Generator().manual_seed(seed * 100_003 + offset + c) for c in range(chains)]
+        self.gens = [torch.Generator().manual_seed(chain_seed(seed, offset + c)) for c in range(chains)]
         self.x = self._noise()  # start in equilibrium
 
     def _noise(self) -> torch.Tensor:

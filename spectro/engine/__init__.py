@@ -6,6 +6,7 @@ from .moments import MomentAccumulator, MomentError
 from .susceptibility import (
     Flags, PooledMoments, Susceptibility, component_susceptibility_estimate, estimate_susceptibility, pooled_moments,
 )
+from .seeding import chain_seed, run_seed
 from .system import System, SystemBase
 from .driver import Checkpointing, RunConfig, SamplingStopped, measure, measure_components
 
@@ -13,5 +14,5 @@ __all__ = [
     "MomentAccumulator", "MomentError", "PooledMoments", "Susceptibility", "estimate_susceptibility",
     "component_susceptibility_estimate", "pooled_moments", "Flags", "MeanError", "mean_error", "ess_mean",
     "ess_bulk", "ess_tail", "rhat_rank", "System", "SystemBase", "RunConfig", "Checkpointing", "SamplingStopped",
-    "measure", "measure_components", "Axis", "EstimatorInfo",
+    "measure", "measure_components", "Axis", "EstimatorInfo", "chain_seed", "run_seed",
 ]

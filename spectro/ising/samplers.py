@@ -52,8 +52,8 @@ valid but periodic chain); heat bath draws fresh fair coins.
 
 Random numbers and determinism
 ------------------------------
-Chain ``c`` of seed ``seed`` gets the 64-bit key ``chain_key(seed, c)`` (two SplitMix64 mixes of
-``seed`` and ``c``), so its trajectory depends only on ``(seed, c)`` and the backend, never on
+Chain ``c`` of seed ``seed`` gets the key ``chain_seed(seed, c)`` (the engine's one seeding
+function, :mod:`spectro.engine.seeding`), so its trajectory depends only on ``(seed, c)`` and the backend, never on
 the number of chains or threads; chains can be split across processes.
 
 * numba: per-chain xoshiro256** state, initialised with four SplitMix64 outputs started from the
@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.seeding import chain_seed
 from .lattice import Lattice
 
 __all__ = [
@@ -83,7 +84,6 @@ __all__ = [
     "BACKENDS",
     "SamplerConfig",
     "IsingSampler",
-    "chain_key",
     "checkerboard_transition_matrix",
     "philox4x32",
 ]
@@ -113,7 +113,7 @@ class SamplerConfig:
 
     ``seed`` is an integer in ``[0, 2**64)``; ``init="random"`` draws the initial spins from each
     chain's own stream, ``"up"`` starts every chain from all +1. ``chain_offset``: local chain c
-    is global chain ``chain_offset + c`` (its stream is ``chain_key(seed, chain_offset + c)``), so a
+    is global chain ``chain_offset + c`` (its stream is keyed by ``chain_seed(seed, chain_offset + c)``), so a
     process owning chains [a, b) of a distributed run reproduces them exactly.
     """
 
@@ -163,23 +163,14 @@ def _splitmix64_mix(z: int) -> int:
 
 
 _GOLDEN = 0x9E3779B97F4A7C15
-
-
-def chain_key(seed: int, chain: int) -> int:
-    """64-bit key of chain ``chain`` under ``seed``: ``mix(mix(seed + g) + (chain + 1) * g)``.
-
-    ``mix`` is the SplitMix64 finaliser and ``g`` the golden-ratio increment. Depends only on
-    ``(seed, chain)``.
-    """
-    a = _splitmix64_mix((int(seed) + _GOLDEN) & _M64)
-    return _splitmix64_mix((a + (int(chain) + 1) * _GOLDEN) & _M64)
+_LATTICE_STREAM = 0  # the stream index of a chain's lattice updates in chain_seed
 
 
 def _xoshiro_states(seed: int, chains: int, offset: int = 0) -> np.ndarray:
     """uint64 ``[chains, 4]``: four SplitMix64 outputs started from each (global) chain key."""
     out = np.empty((chains, 4), dtype=np.uint64)
     for c in range(chains):
-        x = chain_key(seed, offset + c)
+        x = chain_seed(seed, offset + c, _LATTICE_STREAM)
         for k in range(4):
             x = (x + _GOLDEN) & _M64
             out[c, k] = _splitmix64_mix(x)
@@ -506,7 +497,7 @@ class _TorchBackend:
         self.jl, self.jr, self.ju, self.jd, self.hf = (torch.as_tensor(a, **f64) for a in (jl, jr, ju, jd, hf))
         rows, cols = np.indices((H, W))
         self.colour = [torch.as_tensor((rows + cols) % 2 == k, device=self.device) for k in (0, 1)]
-        keys = np.array([chain_key(config.seed, config.chain_offset + c) for c in range(C)], dtype=np.uint64)
+        keys = np.array([chain_seed(config.seed, config.chain_offset + c, _LATTICE_STREAM) for c in range(C)], dtype=np.uint64)
         self.key = torch.as_tensor(keys.view(np.int64), device=self.device)  # bit pattern of the uint64 key
         self.counter = torch.zeros(C, dtype=torch.int64, device=self.device)  # sweeps done, per chain
         n_blocks = -(-self.n_sites // 4)

@@ -297,7 +297,8 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     from ..io import write_json
     from ..models import next_token_loss
     from ..nn.observables import MeanLoss, mean_loss
-    from ..nn.posterior import LocalizedPosterior, run_seed
+    from ..engine.seeding import run_seed
+    from ..nn.posterior import LocalizedPosterior
     from ..nn.susceptibility import baker_susceptibility
     from ..nn.system import PosteriorSystem, run_config
 

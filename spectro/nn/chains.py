@@ -3,7 +3,7 @@ callbacks, the sampling result (loss trace, LLC with its Monte Carlo error) and 
 run can stop with. Used by :class:`~spectro.nn.posterior.LocalizedPosterior`.
 
 Randomness: chain c (global index ``config.chain_offset + c``) owns two ``torch.Generator`` s
-seeded by :func:`chain_seed` from (seed, c): one for its minibatch permutations, one for its
+seeded by :func:`spectro.engine.seeding.chain_seed` from (seed, c): one for its minibatch permutations, one for its
 Langevin noise, so a chain's trajectory does not depend on how many chains run beside it.
 """
 
@@ -22,7 +22,7 @@ from .config import SamplerConfig
 if TYPE_CHECKING:
     from .posterior import LocalizedPosterior
 
-__all__ = ["DivergenceError", "LossShapeError", "NonFiniteLossError", "DataMismatchError", "chain_seed", "run_seed",
+__all__ = ["DivergenceError", "LossShapeError", "NonFiniteLossError", "DataMismatchError",
            "Draw", "SamplingResult"]
 
 
@@ -60,24 +60,6 @@ class NonFiniteLossError(ValueError):
 class DataMismatchError(TypeError, ValueError):
     """The model cannot evaluate the data (dtype, device, shape or value range do not fit); raised
     at the first evaluation, at w*. A ``ValueError`` (a user error) and, for older callers, a ``TypeError``."""
-
-
-def chain_seed(seed: int, chain: int, stream: int) -> int:
-    """A 63-bit seed for (base seed, global chain index, stream) via NumPy's SeedSequence."""
-    state = np.random.SeedSequence([seed, chain, stream]).generate_state(2, dtype=np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
-def run_seed(seed: int, run: str) -> int:
-    """The base seed of a named run (a weight component): independent streams for every component.
-
-    Baker's estimator combines a component run with the full run; giving each run its own seed
-    keeps their Monte Carlo errors independent, which its standard error assumes
-    (:func:`spectro.engine.component_susceptibility_estimate`). The full run keeps ``seed``.
-    """
-    words = np.frombuffer(run.encode("utf-8"), dtype=np.uint8).astype(np.uint32).tolist()
-    state = np.random.SeedSequence([seed, 0x5EED, *words]).generate_state(1, dtype=np.uint32)
-    return int(state[0])
 
 
 @dataclass(frozen=True)

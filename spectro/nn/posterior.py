@@ -77,7 +77,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, NonFiniteLossError, SamplingResult,
-                     _llc_statistics, _LoopState, chain_seed, run_seed)
+                     _llc_statistics, _LoopState)
+from ..engine.seeding import chain_seed
 from .config import SamplerConfig
 from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
 from .memo import _FrozenMemo
@@ -93,8 +94,6 @@ __all__ = [
     "Draw",
     "SamplingResult",
     "LocalizedPosterior",
-    "chain_seed",
-    "run_seed",
     "forget_init_losses",
 ]
 

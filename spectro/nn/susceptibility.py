@@ -26,7 +26,8 @@ from ..engine.driver import Checkpointing, measure, measure_components
 from .config import SamplerConfig
 from .fields import TokenPointMasses
 from .observables import LossFunctional, MeanLoss, mean_loss
-from .posterior import Batch, LocalizedPosterior, PerSampleLoss, run_seed
+from ..engine.seeding import run_seed
+from .posterior import Batch, LocalizedPosterior, PerSampleLoss
 from .probes import ProbeSet
 from .restrictions import Restriction
 from .system import PosteriorSystem, run_config
