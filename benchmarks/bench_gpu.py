@@ -37,7 +37,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import argparse
 import importlib.util
 import json
-import math
 import platform
 import sys
 import tempfile

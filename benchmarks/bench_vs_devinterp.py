@@ -85,7 +85,6 @@ import json
 import math
 import platform
 import random
-import resource
 import sys
 import tempfile
 import threading

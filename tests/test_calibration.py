@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectro.nn.oracles import LinearGaussianOracle, RestrictedLinearGaussianOracle
+from spectro.nn.oracles import LinearGaussianOracle
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
 

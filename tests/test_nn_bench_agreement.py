@@ -23,8 +23,6 @@ from spectro.nn import (
     ProbeSet,
     Restriction,
     SamplerConfig,
-    TokenPointMasses,
-    component_susceptibility,
 )
 from spectro.nn.memo import _FrozenMemo, _frozen_modules
 

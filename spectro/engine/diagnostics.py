@@ -30,7 +30,7 @@ docs/calibration.md for the coverage it gives over many seeds on exact oracles.
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 __all__ = [
     "ess_mean", "mean_error", "MeanError", "rhat_rank", "ess_bulk", "ess_tail",
