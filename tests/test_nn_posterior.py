@@ -251,27 +251,33 @@ def test_attention_head_matches_devinterp_on_hf_gpt2_and_samples():
 
 
 @pytest.mark.parametrize("method,shared", [("sgld", False), ("rmsprop_sgld", True)])
-def test_resume_from_a_snapshot_is_bit_identical(method, shared, tmp_path):
-    """Snapshot after draw 6, save/load through torch.save, resume in a fresh sampler: the remaining
-    draws, the loss trace and the final weights equal the uninterrupted run exactly."""
+def test_state_snapshot_resumes_bit_identically(method, shared, tmp_path):
+    """Snapshot the pull-style state after 15 steps (what PosteriorSystem.state_dict and the
+    driver's checkpoints hold), save/load it through torch.save, restore it in a fresh sampler and
+    step on: weights and losses equal the uninterrupted run exactly."""
     model, data = _model(), _data()
     cfg = SamplerConfig(method=method, epsilon=1e-3, gamma=100.0, nbeta=20.0, chains=3, draws=14, steps_per_draw=2,
                         burn_in=3, batch_size=5, seed=11, health_every=4)
-    full_res, full = _record(LocalizedPosterior(model, mse, data, cfg, shared_batches=shared))
 
-    snaps = {}
-    LocalizedPosterior(model, mse, data, cfg, shared_batches=shared).sample(
-        on_draw=lambda d: snaps.setdefault(d.index, d.snapshot()) if d.index == 6 else None)
-    torch.save(snaps[6], tmp_path / "s.pt")
-    snap = torch.load(tmp_path / "s.pt", weights_only=False)
-    rest = []
-    res = LocalizedPosterior(model, mse, data, cfg, shared_batches=shared).sample(
-        on_draw=lambda d: rest.append((d.index, d.weights.clone())), resume_from=snap)
-    assert [i for i, _ in rest] == list(range(7, 14))
-    assert torch.equal(torch.stack([w for _, w in rest], 1), full[:, 7:])
-    assert torch.equal(res.final_weights, full_res.final_weights)
-    assert (res.loss_trace == full_res.loss_trace).all() and res.llc == full_res.llc
+    def run(post, state, steps):
+        with post.running():
+            return [(post.advance(state, 1), state.W.clone()) for _ in range(steps)]
+
+    full_post = LocalizedPosterior(model, mse, data, cfg, shared_batches=shared)
+    full = run(full_post, full_post.start(), 31)
+    first = LocalizedPosterior(model, mse, data, cfg, shared_batches=shared)
+    state = first.start()
+    run(first, state, 15)
+    torch.save(state.snapshot(first), tmp_path / "s.pt")
+    snap = torch.load(tmp_path / "s.pt", weights_only=True)
+    second = LocalizedPosterior(model, mse, data, cfg, shared_batches=shared)
+    resumed = second.start()
+    resumed.restore(snap, second)
+    rest = run(second, resumed, 16)
+    for (loss_a, w_a), (loss_b, w_b) in zip(full[15:], rest):
+        assert torch.equal(loss_a, loss_b) and torch.equal(w_a, w_b)
 
     other = SamplerConfig(**{**cfg.to_dict(), "master_dtype": torch.float32, "seed": 12})
+    stranger = LocalizedPosterior(model, mse, data, other, shared_batches=shared)
     with pytest.raises(ValueError, match="different run.*config"):
-        LocalizedPosterior(model, mse, data, other, shared_batches=shared).sample(resume_from=snap)
+        stranger.start().restore(snap, stranger)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig
-from spectro.nn import posterior as posterior_mod
-from spectro.nn.posterior import lost_update_fraction
+from spectro.nn import precision as precision_mod
+from spectro.nn.precision import lost_update_fraction
 
 
 class MLP(nn.Module):
@@ -109,10 +109,10 @@ def test_fp16_on_cpu_runs_where_torch_can_and_is_refused_in_one_line_where_it_ca
     2.x CPU builds do, slowly: no fp16 hardware path), refused with one line otherwise."""
     model, data = _trained(), _data()
     cfg = SamplerConfig(chains=2, draws=5, batch_size=16, nbeta=20.0, precision="fp16")
-    assert posterior_mod._cpu_runs_fp16()  # true on this torch build
+    assert precision_mod._cpu_runs_fp16()  # true on this torch build
     res = LocalizedPosterior(model, mse, data, cfg).sample()
     assert torch.isfinite(res.final_weights).all() and np.isfinite(res.llc)
-    monkeypatch.setattr(posterior_mod, "_cpu_runs_fp16", lambda: False)
+    monkeypatch.setattr(precision_mod, "_cpu_runs_fp16", lambda: False)
     with pytest.raises(ValueError, match="torch cannot run an fp16 matmul on this CPU") as e:
         LocalizedPosterior(model, mse, data, cfg)
     assert "\n" not in str(e.value)

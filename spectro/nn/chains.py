@@ -80,22 +80,10 @@ class Draw:
     weights: torch.Tensor
     loss: torch.Tensor
     posterior: "LocalizedPosterior"
-    _state: "_LoopState | None" = field(default=None, repr=False, compare=False)
 
     def params(self) -> dict[str, torch.Tensor]:
         """Free parameters stacked over chains: name → [C, *shape] views of ``weights``."""
         return self.posterior.unflatten(self.weights)
-
-    def snapshot(self) -> dict:
-        """The sampler's complete state after this draw (weights, RMSProp state, RNG states,
-        minibatch position, loss trace, health records), as CPU tensors for ``torch.save``.
-
-        ``posterior.sample(on_draw, resume_from=snapshot)`` continues with the next step and
-        produces bit-for-bit the same draws as the uninterrupted run.
-        """
-        if self._state is None:
-            raise RuntimeError("this draw carries no sampler state")
-        return self._state.snapshot(self.posterior)
 
 
 @dataclass
@@ -160,7 +148,6 @@ class _LoopState:
     v: torch.Tensor | None  # RMSProp second moments [C, D]
     perm: torch.Tensor | None  # current minibatch permutation(s)
     pos: int  # position in the permutation
-    trace: torch.Tensor  # [C, draws]
     first_bad: torch.Tensor  # [C]
     bad_info: torch.Tensor  # [C, 4]
     noise_gens: list[torch.Generator]
@@ -174,14 +161,14 @@ class _LoopState:
             "fingerprint": posterior._state_fingerprint(),
             "step": self.step,
             "W": cpu(self.W), "v": cpu(self.v), "perm": cpu(self.perm), "pos": self.pos,
-            "trace": cpu(self.trace), "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
+            "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
             "noise_gens": [g.get_state() for g in self.noise_gens],
             "data_gens": [g.get_state() for g in self.data_gens],
         }
 
     def restore(self, snap: dict, posterior: "LocalizedPosterior") -> None:
         if not isinstance(snap, dict) or snap.get("format") != "spectro.sgld_state/1":
-            raise ValueError("resume_from is not a sampler snapshot (Draw.snapshot())")
+            raise ValueError("not a sampler snapshot (_LoopState.snapshot())")
         want = posterior._state_fingerprint()
         if snap["fingerprint"] != want:
             diff = sorted(k for k in want if snap["fingerprint"].get(k) != want[k])
@@ -190,7 +177,7 @@ class _LoopState:
         on = lambda t: None if t is None else t.to(dev)  # noqa: E731
         self.step, self.pos = int(snap["step"]), int(snap["pos"])
         self.W, self.v, self.perm = on(snap["W"]), on(snap["v"]), on(snap["perm"])
-        self.trace, self.first_bad, self.bad_info = on(snap["trace"]), on(snap["first_bad"]), on(snap["bad_info"])
+        self.first_bad, self.bad_info = on(snap["first_bad"]), on(snap["bad_info"])
         if len(snap["noise_gens"]) != len(self.noise_gens) or len(snap["data_gens"]) != len(self.data_gens):
             raise ValueError("sampler snapshot has a different number of random streams")
         for g, st in zip(self.noise_gens + self.data_gens, snap["noise_gens"] + snap["data_gens"]):

@@ -65,7 +65,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +80,9 @@ from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, N
 from ..engine.seeding import chain_seed
 from .config import SamplerConfig
 from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
+from .batches import Batch, _batch_size_of, _check_tensors, _default_model_input, _index, _index_chain, _mismatch_message, _slice
 from .memo import _FrozenMemo
+from .precision import check_precision, warn_lost_updates
 from .restrictions import Restriction
 
 __all__ = [
@@ -97,9 +98,6 @@ __all__ = [
     "forget_init_losses",
 ]
 
-Batch = torch.Tensor | tuple[torch.Tensor, ...]
-"""A dataset or minibatch: one tensor or a tuple of tensors sharing the leading (sample) axis."""
-
 PerSampleLoss = Callable[[Any, Batch], torch.Tensor]
 """``per_sample_loss(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (unreduced)."""
 
@@ -109,32 +107,6 @@ ChainMode = Literal["auto", "vmap", "loop"]
 _LOOP_MIN_PARAMS = 100_000  # "auto": loop over chains (and worker threads) on the CPU from this model size
 _LOOP_MAX_CHAINS = 64
 _TERM_NAMES = ("gradient", "localization", "noise")
-
-
-def _batch_size_of(data: Batch) -> int:
-    return (data[0] if isinstance(data, tuple) else data).shape[0]
-
-
-def _index(data: Batch, idx: torch.Tensor) -> Batch:
-    if isinstance(data, tuple):
-        return tuple(t[idx] for t in data)
-    return data[idx]
-
-
-def _index_chain(data: Batch, i: int) -> Batch:
-    if isinstance(data, tuple):
-        return tuple(t[i] for t in data)
-    return data[i]
-
-
-def _slice(data: Batch, sl: slice) -> Batch:
-    if isinstance(data, tuple):
-        return tuple(t[sl] for t in data)
-    return data[sl]
-
-
-def _default_model_input(batch: Batch) -> Any:
-    return batch[0] if isinstance(batch, tuple) else batch
 
 
 @contextlib.contextmanager
@@ -147,7 +119,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was)
 
 
-# ---------------------------------------------------------------------- frozen-module memo
 @contextlib.contextmanager
 def _intra_op_threads(n: int) -> Iterator[None]:
     old = torch.get_num_threads()
@@ -178,79 +149,6 @@ def _weak(obj: Any) -> Callable[[], Any]:
         return weakref.WeakMethod(obj) if inspect.ismethod(obj) else weakref.ref(obj)
     except TypeError:
         return lambda: obj
-
-
-def _check_tensors(model: nn.Module, data: Batch) -> None:
-    """Raise :class:`DataMismatchError` for data that is not tensors, or tensors (or a model) without values."""
-    for t in data if isinstance(data, tuple) else (data,):
-        if not isinstance(t, torch.Tensor):
-            raise DataMismatchError(f"train_data must be a tensor or a tuple of tensors, got {type(t).__name__}")
-        if t.is_meta:
-            raise DataMismatchError("train_data is a meta tensor (it holds no values)")
-    if any(p.is_meta for p in model.parameters()):
-        raise DataMismatchError("the model's parameters are meta tensors (no values); load its weights first")
-
-
-def _mismatch_message(posterior: "LocalizedPosterior", data: Batch, e: BaseException) -> str:
-    """One line: what the model and the data are, and the error of the first evaluation."""
-    tensors = data if isinstance(data, tuple) else (data,)
-    described = ", ".join(f"{t.dtype} {tuple(t.shape)} on {t.device}" for t in tensors if isinstance(t, torch.Tensor))
-    params = {(p.dtype, p.device.type) for p in posterior.model.parameters()}
-    model = ", ".join(sorted(f"{d} on {dev}" for d, dev in params))
-    reason = " ".join(str(e).split())[:300]
-    return (f"the model ({model}; sampling on {posterior.device}) cannot evaluate the data ({described}): "
-            f"{type(e).__name__}: {reason}; check the data's dtype (token ids: integers), device and value range")
-
-
-_LOW = (torch.bfloat16, torch.float16)
-
-
-def _check_precision(model: nn.Module, config: SamplerConfig) -> None:
-    """Raise ValueError when the model's stored dtype contradicts ``config.precision``, or fp16
-    is requested on a CPU where torch cannot run an fp16 matmul and its backward."""
-    low = config.compute_dtype
-    stored = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype in _LOW}
-    if stored - {low}:
-        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in stored))
-        raise ValueError(
-            f"the model is stored in {names} but precision={config.precision!r}: pass "
-            f"precision={'bf16' if torch.bfloat16 in stored else 'fp16'!r} (forward in the stored dtype, update on "
-            f"{str(config.master_dtype).removeprefix('torch.')} masters), or cast the model to float32 first"
-        )
-    if low == torch.float16 and torch.device(config.device).type == "cpu" and not _cpu_runs_fp16():
-        raise ValueError("precision='fp16': torch cannot run an fp16 matmul on this CPU; use precision='bf16' or 'fp32'")
-
-
-def _cpu_runs_fp16() -> bool:
-    """Whether a tiny fp16 matmul and its backward run on this CPU (torch builds differ)."""
-    try:
-        a = torch.ones(4, 4, dtype=torch.float16, requires_grad=True)
-        (a @ a).float().sum().backward()
-        return bool(torch.isfinite(a.grad.float()).all())
-    except (RuntimeError, NotImplementedError):
-        return False
-
-
-def lost_update_fraction(w: torch.Tensor, step: float, dtype: torch.dtype) -> float:
-    """Fraction of the coordinates of ``w`` for which an update of size ``step`` applied in place
-    in ``dtype`` is rounded away: ``step < ulp(w)/2`` in ``dtype`` (round-to-nearest)."""
-    x = w.detach().to(dtype)
-    ulp = (torch.nextafter(x.abs(), torch.tensor(float("inf"), dtype=dtype)) - x.abs()).double()
-    return float((step < 0.5 * ulp).double().mean()) if w.numel() else 0.0
-
-
-def _warn_lost_updates(w_free: torch.Tensor, config: SamplerConfig) -> None:
-    """Warn when the noise step √ε is below half an ulp of the master weights for ≥ 1 % of the free
-    coordinates: those coordinates never move. Only the master dtype matters: the update is
-    applied there whatever the compute precision (docs/design.md §2, "Precision")."""
-    frac = lost_update_fraction(w_free, config.epsilon**0.5, config.master_dtype)
-    if frac >= 0.01:
-        warnings.warn(
-            f"epsilon={config.epsilon:g}: the noise step sqrt(epsilon)={config.epsilon ** 0.5:.3g} is below half an ulp "
-            f"of {str(config.master_dtype).removeprefix('torch.')} for {frac:.1%} of the free weights, which will not "
-            "move; raise epsilon or use master_dtype=float64",
-            stacklevel=3,
-        )
 
 
 class LocalizedPosterior:
@@ -358,7 +256,7 @@ class LocalizedPosterior:
         self.shapes = [tuple(p.shape) for _, p, _ in resolved]
         self.numels = [p.numel() for _, p, _ in resolved]
         low = config.compute_dtype
-        _check_precision(model, config)
+        check_precision(model, config)
         self.compute_dtype = low
         self.param_dtypes = [low if (low is not None and p.is_floating_point()) else p.dtype for _, p, _ in resolved]
         self.dim = sum(self.numels)
@@ -380,7 +278,7 @@ class LocalizedPosterior:
         self.constants.update({n: b.detach().to(dev) for n, b in model.named_buffers()})
         if low is not None:  # one low-precision copy of the frozen weights, made once
             self.constants = {n: t.to(low) if t.is_floating_point() else t for n, t in self.constants.items()}
-        _warn_lost_updates(self.w_star if self.mask is None else self.w_star[self.mask > 0], config)
+        warn_lost_updates(self.w_star if self.mask is None else self.w_star[self.mask > 0], config)
         self._init_loss: float | None = None if init_loss is None else float(init_loss)
         # execution state, live only inside sample()
         self._pool: ThreadPoolExecutor | None = None
@@ -635,18 +533,26 @@ class LocalizedPosterior:
         g.manual_seed(chain_seed(self.config.seed, _SHARED_CHAIN, _DATA_STREAM))
         return g
 
-    def sample(self, on_draw: Callable[[Draw], None] | None = None, *, resume_from: dict | None = None) -> SamplingResult:
+    def sample(self, on_draw: Callable[[Draw], None] | None = None) -> SamplingResult:
         """Run all chains from w*; call ``on_draw(draw)`` after every recorded draw.
 
         Returns the loss trace, L_n(w*) and the LLC estimate. Raises :class:`DivergenceError`
         when a chain blows up (checked every ``config.health_every`` steps and at the end), and
-        :class:`NonFiniteLossError` when the loss is already NaN/inf at w*.
-        ``resume_from``: a ``draw.snapshot()`` of an earlier run with the same settings; sampling
-        continues after that draw (``on_draw`` is called for the remaining draws only) and the
-        result is bit-for-bit that of the uninterrupted run.
+        :class:`NonFiniteLossError` when the loss is already NaN/inf at w*. Checkpoints, resume
+        and torchrun: sample through :class:`spectro.nn.system.PosteriorSystem` and
+        :func:`spectro.engine.measure` instead.
         """
+        cfg = self.config
         with self.running():
-            return self._sample(on_draw, self.init_loss, resume_from)
+            state = self.start()
+            self.advance(state, cfg.burn_in)
+            trace = []
+            for d in range(cfg.draws):
+                trace.append(self.advance(state, cfg.steps_per_draw))
+                if on_draw is not None:
+                    on_draw(Draw(index=d, step=state.step, weights=state.W, loss=trace[-1], posterior=self))
+            self.check(state)
+            return self._result(torch.stack(trace, dim=1), state.init_loss, state.W)  # inside: memo counts
 
     def _state_fingerprint(self) -> dict:
         """What a snapshot must agree on to be resumed by this sampler."""
@@ -655,23 +561,6 @@ class LocalizedPosterior:
             del config["precision"]
         return {"config": config, "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
                 "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
-
-    def _sample(self, on_draw: Callable[[Draw], None] | None, init_loss: float, resume_from: dict | None = None) -> SamplingResult:
-        cfg = self.config
-        state = self.start(init_loss)
-        if resume_from is not None:
-            state.restore(resume_from, self)
-        while state.step < cfg.total_steps:
-            loss = self.advance(state, 1, check=False)
-            k = state.step - cfg.burn_in
-            if k > 0 and k % cfg.steps_per_draw == 0:
-                d = k // cfg.steps_per_draw - 1
-                state.trace[:, d] = loss
-                if on_draw is not None:
-                    on_draw(Draw(index=d, step=state.step, weights=state.W, loss=loss, posterior=self, _state=state))
-            if state.step % cfg.health_every == 0 or state.step == cfg.total_steps:
-                self.check(state)
-        return self._result(state.trace, init_loss, state.W)
 
     # ------------------------------------------------------------------ step-wise sampling
     def start(self, init_loss: float | None = None) -> "_LoopState":
@@ -688,11 +577,10 @@ class LocalizedPosterior:
         v = torch.zeros_like(W) if cfg.method == "rmsprop_sgld" else None
         noise_gens = self._generators(_NOISE_STREAM)
         data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
-        trace = torch.empty(C, cfg.draws, dtype=md, device=dev)
         first_bad = torch.full((C,), -1, dtype=torch.long, device=dev)
         bad_info = torch.zeros(C, 4, dtype=md, device=dev)  # loss, gradient, localization, noise norms
         # pos = n forces a permutation draw at the first step
-        return _LoopState(0, W, v, None, n, trace, first_bad, bad_info, noise_gens, data_gens, init_loss)
+        return _LoopState(0, W, v, None, n, first_bad, bad_info, noise_gens, data_gens, init_loss)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .posterior import Batch, LocalizedPosterior, _batch_size_of
+from .batches import _batch_size_of
+from .posterior import Batch, LocalizedPosterior
 
 __all__ = ["ProbeSet", "Selection"]
 

@@ -1,0 +1,67 @@
+"""Checks of a compute precision against the model and the machine (docs/design.md §2, "Precision").
+
+The update itself always runs on master weights in ``config.master_dtype``; these checks refuse
+a model stored in a dtype that contradicts ``config.precision``, refuse fp16 where this CPU's
+torch cannot run it, and warn when the step is too small for the master dtype to register.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from .config import SamplerConfig
+
+__all__ = ["check_precision", "lost_update_fraction", "warn_lost_updates"]
+
+_LOW = (torch.bfloat16, torch.float16)
+
+
+def check_precision(model: nn.Module, config: SamplerConfig) -> None:
+    """Raise ValueError when the model's stored dtype contradicts ``config.precision``, or fp16
+    is requested on a CPU where torch cannot run an fp16 matmul and its backward."""
+    low = config.compute_dtype
+    stored = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype in _LOW}
+    if stored - {low}:
+        names = ", ".join(sorted(str(d).removeprefix("torch.") for d in stored))
+        raise ValueError(
+            f"the model is stored in {names} but precision={config.precision!r}: pass "
+            f"precision={'bf16' if torch.bfloat16 in stored else 'fp16'!r} (forward in the stored dtype, update on "
+            f"{str(config.master_dtype).removeprefix('torch.')} masters), or cast the model to float32 first"
+        )
+    if low == torch.float16 and torch.device(config.device).type == "cpu" and not _cpu_runs_fp16():
+        raise ValueError("precision='fp16': torch cannot run an fp16 matmul on this CPU; use precision='bf16' or 'fp32'")
+
+
+def _cpu_runs_fp16() -> bool:
+    """Whether a tiny fp16 matmul and its backward run on this CPU (torch builds differ)."""
+    try:
+        a = torch.ones(4, 4, dtype=torch.float16, requires_grad=True)
+        (a @ a).float().sum().backward()
+        return bool(torch.isfinite(a.grad.float()).all())
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+def lost_update_fraction(w: torch.Tensor, step: float, dtype: torch.dtype) -> float:
+    """Fraction of the coordinates of ``w`` for which an update of size ``step`` applied in place
+    in ``dtype`` is rounded away: ``step < ulp(w)/2`` in ``dtype`` (round-to-nearest)."""
+    x = w.detach().to(dtype)
+    ulp = (torch.nextafter(x.abs(), torch.tensor(float("inf"), dtype=dtype)) - x.abs()).double()
+    return float((step < 0.5 * ulp).double().mean()) if w.numel() else 0.0
+
+
+def warn_lost_updates(w_free: torch.Tensor, config: SamplerConfig) -> None:
+    """Warn when the noise step √ε is below half an ulp of the master weights for ≥ 1 % of the free
+    coordinates: those coordinates never move. Only the master dtype matters: the update is
+    applied there whatever the compute precision (docs/design.md §2, "Precision")."""
+    frac = lost_update_fraction(w_free, config.epsilon**0.5, config.master_dtype)
+    if frac >= 0.01:
+        warnings.warn(
+            f"epsilon={config.epsilon:g}: the noise step sqrt(epsilon)={config.epsilon ** 0.5:.3g} is below half an ulp "
+            f"of {str(config.master_dtype).removeprefix('torch.')} for {frac:.1%} of the free weights, which will not "
+            "move; raise epsilon or use master_dtype=float64",
+            stacklevel=3,
+        )
