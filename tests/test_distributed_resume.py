@@ -73,6 +73,7 @@ def nn_ckpt(tmp_path_factory):
 
 def _nn_config(ckpt, tmp_path, draws: int, chains: int = 4) -> Path:
     cfg = {
+        "system": "nn",
         "name": "scale-out",
         "model": {"checkpoint": str(ckpt)},
         "data": {"corpus": "fixture", "domains": ["code", "prose"], "context": 12, "train_sequences": 32},
@@ -110,14 +111,14 @@ def _assert_same_results(a: Path, b: Path, rtol: float = 0.0) -> None:
 
 
 def test_nn_job_torchrun_two_processes_equal_one_process(nn_ckpt, tmp_path):
-    """`torchrun --nproc-per-node 2 -m spectro nn run` writes the χ files of the one-process run:
+    """`torchrun --nproc-per-node 2 -m spectro run` writes the χ files of `spectro nn run` in one process:
     each process samples 2 of the 4 chains with their global seeds, the merge adds zeros, so the
     numbers are identical (the contract asks for 1e-9 relative; we get equality)."""
     config = _nn_config(nn_ckpt, tmp_path, draws=12)
     one, two = tmp_path / "one", tmp_path / "two"
     _run([sys.executable, "-m", "spectro", "nn", "run", "--config", str(config), "--out", str(one), "--no-progress"])
     out = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "spectro",
-                "nn", "run", "--config", str(config), "--out", str(two), "--no-progress"])
+                "run", str(config), "--out", str(two), "--no-progress"])
     assert out.count("wrote ") == 1  # only rank 0 writes and prints
     _assert_same_results(one, two)
     assert json.loads((two / "summary.json").read_text())["run"]["processes"] == 2

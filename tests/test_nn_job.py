@@ -206,6 +206,10 @@ devinterp = false
     assert main(["run", str(toml), "--out", str(tmp_path / "via-run"), "--no-progress"]) == 0
     np.testing.assert_array_equal(Susceptibility.load(tmp_path / "via-run" / "chi_l1.npz").chi,
                                   Susceptibility.load(out / "chi_l1.npz").chi)
+    # the results folder's config.json is the resolved job: `spectro run OUT/config.json` runs it again
+    assert main(["run", str(out / "config.json"), "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    np.testing.assert_array_equal(Susceptibility.load(tmp_path / "again" / "chi_l1.npz").chi,
+                                  Susceptibility.load(out / "chi_l1.npz").chi)
 
 
 def test_demo_config_file_matches_the_embedded_one():

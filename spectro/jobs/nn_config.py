@@ -293,6 +293,7 @@ class JobConfig:
             return x
 
         d = {
+            "system": "nn",  # `spectro run` picks the job by it
             "name": self.name,
             "description": self.description,
             "model": clean(asdict(self.model)),
@@ -552,6 +553,7 @@ class _Table:
 
 # ============================================================================ the built-in demo
 DEMO_CONFIG: dict[str, Any] = {
+    "system": "nn",
     "name": "nn-demo",
     "description": "builtin:tiny (2 layers x 4 heads, trained on the fixture corpus): per-token component "
                    "susceptibilities of every head and of the full model, on four text domains",
