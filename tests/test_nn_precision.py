@@ -94,6 +94,25 @@ def test_bf16_runs_forward_backward_low_and_keeps_everything_else_in_the_master_
         assert torch.equal(v, before[k]) and v.dtype == torch.float32
 
 
+def test_bf16_upcasts_every_floating_tensor_of_a_hugging_face_model_output():
+    """A GPT-2 returns a ModelOutput; the loss sees fp32 logits without casting them itself."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=11, n_positions=6, use_cache=False)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    ids = torch.randint(0, 11, (8, 6), generator=torch.Generator().manual_seed(1))
+    seen = []
+
+    def lm_loss(out, batch):
+        seen.append(out.logits.dtype)
+        logp = torch.log_softmax(out.logits[:, :-1], -1)
+        return -logp.gather(-1, batch[:, 1:, None])[..., 0]
+
+    post = LocalizedPosterior(model, lm_loss, ids, SamplerConfig(chains=2, draws=2, batch_size=4, precision="bf16"))
+    assert post.sample().loss_trace.dtype == np.float64 and set(seen) == {torch.float32}
+
+
 def test_model_stored_in_bf16_needs_the_matching_precision():
     model, data = _trained().to(torch.bfloat16), _data()
     with pytest.raises(ValueError, match=r"stored in bfloat16 but precision='fp32': pass precision='bf16'") as e:

@@ -18,8 +18,9 @@ taken for them, and autograd never enters a part of the network that depends on 
 Precision (``config.precision``, docs/design.md §2): "fp32" runs the model in its stored dtypes.
 "bf16"/"fp16" run forward and backward in that dtype: the floating constants are copied to it
 once, the free views are cast to it inside each call (the cast is differentiable, so the
-gradient arrives in the master dtype), floating model inputs are cast to it, and a tensor model
-output is upcast to the master dtype before ``per_sample_loss``; per-sample losses, the update
+gradient arrives in the master dtype), floating model inputs are cast to it, and every floating
+tensor of the model output (a tensor, tuple, dict or Hugging Face ``ModelOutput``) is upcast to
+the master dtype before ``per_sample_loss``; per-sample losses, the update
 and every moment stay in the master dtype. A model stored in bf16/fp16 must be sampled with the
 matching precision (an error otherwise).
 
@@ -74,6 +75,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map_only
 
 from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, NonFiniteLossError, SamplingResult,
                      _llc_statistics, _LoopState)
@@ -161,8 +163,8 @@ class LocalizedPosterior:
             operations must be vmappable: e.g. HuggingFace models need
             ``config._attn_implementation = "eager"`` (the SDPA kernels fall back to a slow loop).
         per_sample_loss: ``(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (cast to
-            ``master_dtype``). With a low ``precision`` a tensor model output arrives already
-            upcast to ``master_dtype``; upcast other outputs (e.g. HF ``ModelOutput``) inside it.
+            ``master_dtype``). With a low ``precision`` every floating tensor of the model output
+            (tensors, tuples, dicts, HF ``ModelOutput``) arrives already upcast to ``master_dtype``.
         train_data: the n training samples (a tensor or tuple of tensors, leading axis n).
         config: sampler settings.
         restriction: free parameters/coordinates; ``None`` = all parameters.
@@ -304,8 +306,8 @@ class LocalizedPosterior:
         if low is not None:
             args = tuple(a.to(low) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
         out = functional_call(self.model if module is None else module, {**self.constants, **params}, args)
-        if low is not None and isinstance(out, torch.Tensor) and out.is_floating_point():
-            out = out.to(flat.dtype)  # the loss (e.g. log-softmax) is computed in the master dtype
+        if low is not None:  # the loss (e.g. log-softmax) in the master dtype; pytree: HF ModelOutput too
+            out = tree_map_only(torch.Tensor, lambda t: t.to(flat.dtype) if t.is_floating_point() else t, out)
         loss = self.per_sample_loss(out, batch)
         B = _batch_size_of(batch)
         if not isinstance(loss, torch.Tensor) or loss.dim() not in (1, 2) or loss.shape[0] != B:
