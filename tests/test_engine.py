@@ -128,3 +128,24 @@ def test_bad_shapes_and_counts_are_named():
         acc.update(torch.zeros(11, 2, 3), torch.zeros(11, 2, 1))
     with pytest.raises(MomentError, match="n_chains"):
         MomentAccumulator(0, 3, 1, 10)
+
+
+def test_baker_on_chosen_rows_takes_each_row_from_its_own_estimator():
+    """rows=[0]: row 0 is Baker's estimator whole (χ, errors, dof, flags, noise, means), row 1 the
+    plain −Cov of the component run whole; the observable axis names the estimator per row."""
+    from spectro.engine import component_susceptibility_estimate
+    from spectro.engine.susceptibility import ROW_ARRAYS
+
+    comp = _fill(*_draws(seed=1, m=2, k=3))
+    full = _fill(*_draws(seed=2, m=2, k=3))
+    mixed = component_susceptibility_estimate(comp, full, rows=[0])
+    baker = component_susceptibility_estimate(comp, full)
+    plain = estimate_susceptibility(comp, -1.0)
+    for name in ROW_ARRAYS:
+        np.testing.assert_array_equal(getattr(mixed, name)[0], getattr(baker, name)[0], err_msg=name)
+        np.testing.assert_array_equal(getattr(mixed, name)[1], getattr(plain, name)[1], err_msg=name)
+    assert not np.array_equal(baker.chi[0], plain.chi[0])  # the two estimators differ, so the test can fail
+    assert list(mixed.observable_axis.column("estimator")) == ["baker2025", "cov"]
+    assert mixed.estimator.kind == "cov"
+    with pytest.raises(ValueError, match="rows must index the 2 observables"):
+        component_susceptibility_estimate(comp, full, rows=[2])

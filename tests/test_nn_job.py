@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from spectro.jobs.cli import main
+from spectro.analysis.token_table import row_estimator
 from spectro.engine import Susceptibility
 from spectro.jobs.builtin import builtin_checkpoint
 from spectro.jobs.nn_job import DEMO_CONFIG, ConfigError, JobConfig, run_job, summary_table
@@ -78,9 +79,8 @@ def test_job_writes_every_file_and_results_load(job):
         for d, sl in (("code", slice(0, 22)), ("prose", slice(22, 44))):
             np.testing.assert_allclose(res_c.chi[:, sl].mean(1), res_c.chi[:, res_c.fields.index(f"dL:{d}")],
                                        rtol=1e-4, atol=1e-6 * np.abs(res_c.chi).max())
-    assert r.meta["observable_estimators"] == {"phi_C": "baker2025", "mean_loss:code": "-Cov(phi, psi)"}
-    assert res["full"].meta["observable_estimators"]["phi_C"] == "-Cov(phi, psi)"
     assert list(r.observable_axis.column("estimator")) == ["baker2025", "cov"]  # typed, per row
+    assert row_estimator(res["full"], 0) == "cov" and res["full"].estimator.kind == "cov"
     # every per-row array of the Baker row is Baker's own: its flags follow its R-hat (they once
     # stayed those of the plain restricted covariance)
     from spectro.engine.susceptibility import RHAT_MAX, Flags
@@ -162,7 +162,7 @@ def test_cli_run_overwrite_and_toml(ckpt, tmp_path, capsys):
     assert {p.name for p in out.iterdir()} == {"config.json", "chi_l1.npz", "summary.json", "traces.png", ".spectro-run.json"}
     r = Susceptibility.load(out / "chi_l1.npz")
     assert r.observables == ["loss:code[1,0]", "loss:code[1,5]"] and r.fields == ["dL:prose"]
-    assert r.meta["observable_estimators"]["loss:code[1,0]"] == "-Cov(phi, psi)"
+    assert row_estimator(r, 0) == "cov"
     before = (out / "chi_l1.npz").read_bytes()
     assert main(["nn", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -396,22 +396,3 @@ def test_same_seed_gives_bitwise_identical_results_and_another_seed_does_not(ckp
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
         assert a.meta["loss_trace"] == b.meta["loss_trace"]
         assert not np.array_equal(a.chi, c.chi)
-
-
-def test_replace_rows_copies_every_per_row_array():
-    """Baker's rows replace the covariance rows whole: χ, errors, dof, flags, noise, means."""
-    from spectro.jobs.nn_job import _ROW_ARRAYS, _replace_rows
-
-    def result(value: float) -> Susceptibility:
-        a = np.full((2, 3), value)
-        return Susceptibility(chi=a.copy(), stderr=a + 1, stderr_chains=a + 1, ess=a + 10, rhat=a + 1, dof=a + 5,
-                              flags=np.full((2, 3), int(value), dtype=np.int64), noise=a.copy(),
-                              observable_mean=np.full(2, value), observable_stderr=np.full(2, value + 1),
-                              field_mean=np.zeros(3), field_stderr=np.ones(3), observables=["phi_C", "x"],
-                              fields=["a", "b", "c"], scale=-1.0, n_chains=4, n_draws=10)
-
-    mine, baker = result(0.0), result(4.0)
-    _replace_rows(mine, baker, [0])
-    for name in _ROW_ARRAYS:
-        np.testing.assert_array_equal(getattr(mine, name)[0], getattr(baker, name)[0], err_msg=name)
-        assert not np.array_equal(getattr(mine, name)[1], getattr(baker, name)[1]), name

@@ -443,6 +443,7 @@ def component_susceptibility_estimate(
     fields: list[str] | None = None,
     meta: dict | None = None,
     *,
+    rows: list[int] | None = None,
     observable_axis: Axis | None = None,
     field_axis: Axis | None = None,
     estimator: EstimatorInfo | None = None,
@@ -471,7 +472,15 @@ def component_susceptibility_estimate(
     The scale of χ^C differs between components (≈ Z_full/Z_C): z-score the columns before
     comparing components. Axes and ``estimator`` as in :func:`estimate_susceptibility`, with
     ``kind="baker2025"`` and ``scale=-1``.
+
+    ``rows``: the observable rows that take Baker's estimator (default: all). The other rows get
+    the component run's plain χ = −Cov(φ, ψ) (:func:`estimate_susceptibility`, e.g. a mean loss
+    beside φ_C); every per-row array comes from the row's own estimator, the observable axis
+    records it per row in its ``estimator`` column ("baker2025" | "cov"), and the result's
+    ``estimator.kind`` is "cov".
     """
+    if rows is not None:
+        return _mixed_rows(component, full, observables, fields, meta, rows, observable_axis, field_axis, estimator)
     if component.n_fields != full.n_fields:
         raise ValueError(f"component run has {component.n_fields} fields, full run {full.n_fields}")
     m, k = component.n_observables, component.n_fields
@@ -553,6 +562,35 @@ def component_susceptibility_estimate(
         field_axis=field_axis,
         estimator=_estimator(estimator, "baker2025", -1.0, "chi = -(E_C[phi*psi] - E_C[phi]*E_full[psi])"),
     )
+
+
+ROW_ARRAYS = ("chi", "stderr", "stderr_chains", "ess", "rhat", "dof", "flags", "noise", "observable_mean",
+              "observable_stderr")
+"""The arrays of a :class:`Susceptibility` that belong to an observable row."""
+
+
+def _mixed_rows(component: MomentAccumulator, full: MomentAccumulator, observables, fields, meta, rows,
+                observable_axis: Axis | None, field_axis: Axis | None, estimator: EstimatorInfo | None) -> Susceptibility:
+    """Baker's estimator on ``rows``, the plain −Cov(φ, ψ) of the component run elsewhere."""
+    m = component.n_observables
+    rows = sorted({int(r) for r in rows})
+    if any(r < 0 or r >= m for r in rows):
+        raise ValueError(f"rows must index the {m} observables, got {rows}")
+    kw = dict(observable_axis=observable_axis, field_axis=field_axis, estimator=estimator)
+    plain = estimate_susceptibility(component, -1.0, observables, fields, meta, **kw)
+    if rows:
+        baker = component_susceptibility_estimate(component, full, observables, fields, meta, **kw)
+        for name in ROW_ARRAYS:
+            mine, theirs = getattr(plain, name), getattr(baker, name)
+            if mine is None or theirs is None:  # split-chain noise needs two chains in both runs
+                setattr(plain, name, None)
+                continue
+            mine[rows] = theirs[rows]
+        plain.meta["full_run_variance_share"] = baker.meta["full_run_variance_share"]
+    ax = plain.observable_axis
+    kinds = ["baker2025" if i in rows else "cov" for i in range(m)]
+    plain.observable_axis = Axis(ax.name, ax.labels, {**ax.columns, "estimator": kinds})
+    return plain
 
 
 def _baker_chi(component: MomentAccumulator, full: MomentAccumulator) -> np.ndarray:

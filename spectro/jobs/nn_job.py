@@ -31,21 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["ConfigError", "JobConfig", "DEMO_CONFIG", "run_job", "summary_table"]
 
 # ============================================================================ running
-_ROW_ARRAYS = ("chi", "stderr", "stderr_chains", "ess", "rhat", "dof", "flags", "noise", "observable_mean",
-               "observable_stderr")
-
-
-def _replace_rows(result, other, rows: list[int]) -> None:
-    """Overwrite observable rows of ``result`` with those of ``other`` (same observables and fields):
-    every per-row array, error bars, dof, flags and noise included."""
-    for name in _ROW_ARRAYS:
-        mine, theirs = getattr(result, name), getattr(other, name)
-        if mine is None or theirs is None:  # noise needs two chains in both runs
-            setattr(result, name, None)
-            continue
-        mine[rows] = theirs[rows]
-
-
 def _versions() -> dict:
     import platform
 
@@ -291,7 +276,7 @@ def _check_export_size(prep: _Prepared) -> None:
 def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: float, world, state, done: dict) -> None:
     """Sample every component, estimate, and (process 0) write the results into ``stage``."""
     from ..analysis.traces import plot_traces
-    from ..engine import Axis, MomentAccumulator, estimate_susceptibility
+    from ..engine import MomentAccumulator, component_susceptibility_estimate, estimate_susceptibility
     from ..engine.distributed import chain_block
     from ..engine.driver import sample_moments
     from ..io import write_json
@@ -299,7 +284,6 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     from ..nn.observables import MeanLoss, mean_loss
     from ..engine.seeding import run_seed
     from ..nn.posterior import LocalizedPosterior
-    from ..nn.susceptibility import baker_susceptibility
     from ..nn.system import PosteriorSystem, run_config
 
     cfg, s = prep.cfg, prep.sampler
@@ -321,7 +305,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
         raise ConfigError(f"model.checkpoint: the loss at w* (the checkpoint's own weights) on the base probes is "
                           f"{base_ref}: the weights or the data give a non-finite loss; no sampler setting can fix that")
     observables = [MeanLoss(_BASE, reference=base_ref) if o is None else o for o in prep.observables]
-    obs_rows: list[str] = []  # estimator per output row
+    obs_rows: list[str] = []  # observable kind per output row (component_loss rows take Baker's estimator)
     for o, kind in zip(observables, prep.observable_kinds):
         obs_rows += [kind] * len(o.names(prep.probe, n_pos))
     obs_names = ["phi_C" if kind == "component_loss" else n
@@ -368,22 +352,18 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
             "sampling": res.summary(),
             "loss_trace": res.loss_trace.tolist(),
             "phi_reference_loss": base_ref,
-            "observable_estimators": {n: ("baker2025" if (kind == "component_loss" and restriction is not None) else "-Cov(phi, psi)")
-                                      for n, kind in zip(obs_names, obs_rows)},
             "seconds": seconds,
             "processes": world.size,
             "versions": versions,
         }
         obs_axis, field_axis = system.axes()
-        row_kinds = ["baker2025" if (kind == "component_loss" and restriction is not None) else "cov" for kind in obs_rows]
-        obs_axis = Axis(obs_axis.name, obs_axis.labels, {**obs_axis.columns, "estimator": row_kinds})  # per row, typed
         estimator = replace(system.estimator(), run={**system.estimator().run, **sampled.meta["run"], "component": name})
-        result = estimate_susceptibility(acc, -1.0, obs_names, field_names, observable_axis=obs_axis,
-                                         field_axis=field_axis, estimator=estimator)
-        if restriction is not None:
-            phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"]
-            if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables
-                _replace_rows(result, baker_susceptibility(acc, full_acc, obs_names, field_names), phi_rows)
+        axes = dict(observable_axis=obs_axis, field_axis=field_axis, estimator=estimator)
+        phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"] if restriction is not None else []
+        if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables (typed per row)
+            result = component_susceptibility_estimate(acc, full_acc, obs_names, field_names, rows=phi_rows, **axes)
+        else:
+            result = estimate_susceptibility(acc, -1.0, obs_names, field_names, **axes)
         result.meta = meta
         result.save(stage / f"chi_{name}.npz")
         results[name] = result
