@@ -16,26 +16,11 @@ from spectro.nn import (
     attention_head,
     default_nbeta,
 )
+from toy_regression import TwoLayer, mse, regression_data
 
 
-class TwoLayer(nn.Module):
-    def __init__(self, d_in=3, hidden=5):
-        super().__init__()
-        self.a = nn.Linear(d_in, hidden)
-        self.b = nn.Linear(hidden, 1)
-
-    def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))[:, 0]
-
-
-def mse(out, batch):
-    return (out.float() - batch[1].float()) ** 2
-
-
-def _data(n=16, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 3, generator=g, dtype=dtype)
-    return X, torch.sin(X.sum(1)) + 0.1 * torch.randn(n, generator=g, dtype=dtype)
+def _data(n=16, seed=0):
+    return regression_data(n, seed)
 
 
 def _model(seed=0):

@@ -15,37 +15,21 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig
 from spectro.nn import precision as precision_mod
 from spectro.nn.precision import lost_update_fraction
-
-
-class MLP(nn.Module):
-    def __init__(self, d_in=3, hidden=16):
-        super().__init__()
-        self.a = nn.Linear(d_in, hidden)
-        self.b = nn.Linear(hidden, 1)
-
-    def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))[:, 0]
-
-
-def mse(out, batch):
-    return (out - batch[1]) ** 2
+from toy_regression import TwoLayer, mse, regression_data
 
 
 def _data(n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, 3, generator=g)
-    return X, torch.sin(X.sum(1)) + 0.1 * torch.randn(n, generator=g)
+    return regression_data(n, seed)
 
 
 @functools.lru_cache(maxsize=1)
 def _trained_state(seed=0, steps=300):
     torch.manual_seed(seed)
-    model, (X, y) = MLP(), _data()
+    model, (X, y) = TwoLayer(hidden=16), _data()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
         opt.zero_grad()
@@ -55,7 +39,7 @@ def _trained_state(seed=0, steps=300):
 
 
 def _trained():
-    model = MLP()
+    model = TwoLayer(hidden=16)
     model.load_state_dict(_trained_state())
     return model
 
@@ -158,7 +142,7 @@ def test_inplace_bf16_sgld_loses_most_updates_fp32_master_keeps_them():
     bf16 compute is applied to fp32 masters and moves all of them."""
     eps, nbeta, gamma = 1e-5, 20.0, 100.0
     torch.manual_seed(0)
-    model = MLP(hidden=64)
+    model = TwoLayer(hidden=64)
     with torch.no_grad():  # weights of magnitude [1, 2) (LayerNorm gains, large weights), bf16-representable
         for p in model.parameters():
             p.copy_((torch.sign(torch.randn_like(p)) * (1 + torch.rand_like(p))).bfloat16().float())
@@ -169,7 +153,7 @@ def test_inplace_bf16_sgld_loses_most_updates_fp32_master_keeps_them():
     predicted_lost = torch.erf(half_ulp / math.sqrt(2 * eps)).mean().item()  # P(|√ε·η| < ½ ulp), noise only
 
     sgmcmc = pytest.importorskip("devinterp.optim.sgmcmc")
-    m16 = MLP(hidden=64)
+    m16 = TwoLayer(hidden=64)
     m16.load_state_dict(model.state_dict())
     m16 = m16.to(torch.bfloat16)
     opt = sgmcmc.SGMCMC.sgld(m16.parameters(), lr=eps, nbeta=nbeta, localization=gamma)

@@ -1,0 +1,28 @@
+"""The small regression network and data the sampler tests share (imported by test modules)."""
+
+import torch
+from torch import nn
+
+
+class TwoLayer(nn.Module):
+    """x [B, d_in] → tanh hidden layer → scalar [B]."""
+
+    def __init__(self, d_in: int = 3, hidden: int = 5):
+        super().__init__()
+        self.a = nn.Linear(d_in, hidden)
+        self.b = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))[:, 0]
+
+
+def mse(out, batch):
+    """Per-sample squared error [B] of ``out`` against ``batch[1]``."""
+    return (out - batch[1]) ** 2
+
+
+def regression_data(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X [n, 3], y = sin(ΣX) + 0.1·noise), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 3, generator=g)
+    return X, torch.sin(X.sum(1)) + 0.1 * torch.randn(n, generator=g)
