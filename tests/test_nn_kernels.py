@@ -17,6 +17,7 @@ from spectro.nn import kernels
 from spectro.nn.config import SamplerConfig
 from spectro.nn.posterior import LocalizedPosterior
 from spectro.nn.restrictions import Restriction
+from toy_regression import TwoLayer, mse
 
 SHAPES = [(3, 4), (4,), (2, 2, 3)]
 
@@ -88,32 +89,18 @@ def test_sgld_kernel_is_bitwise_devinterp():
     assert torch.equal(w, p.data)
 
 
-class _TwoLayer(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = torch.nn.Linear(3, 5)
-        self.b = torch.nn.Linear(5, 1)
-
-    def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))[:, 0]
-
-
-def _mse(out, batch):
-    return (out - batch[1]) ** 2
-
-
 @pytest.mark.parametrize("method", ["sgld", "rmsprop_sgld"])
 def test_posterior_sampler_matches_devinterp_optimizer(method, monkeypatch):
     """End to end: LocalizedPosterior (one chain, full batch, head-of-`a` restriction) against
     devinterp's SGMCMC driven by loss.backward() on the same model, with the same noise."""
     torch.manual_seed(2)
-    model = _TwoLayer().double()
+    model = TwoLayer().double()
     X, y = torch.randn(16, 3, dtype=torch.float64), torch.randn(16, dtype=torch.float64)
     mask = torch.zeros(5, 3, dtype=torch.bool)
     mask[1:3] = True
     restriction = Restriction({"a.weight": mask, "b.weight": None})
     cfg = SamplerConfig(method=method, epsilon=1e-3, gamma=50.0, nbeta=12.0, chains=1, draws=8, batch_size=None, master_dtype=torch.float64)
-    post = LocalizedPosterior(model, _mse, (X, y), cfg, restriction)
+    post = LocalizedPosterior(model, mse, (X, y), cfg, restriction)
 
     # Record our noise, then replay it into devinterp's torch.normal calls (parameter order).
     noises = []
@@ -130,7 +117,7 @@ def test_posterior_sampler_matches_devinterp_optimizer(method, monkeypatch):
     monkeypatch.undo()
     assert len(noises) == cfg.total_steps
 
-    ref = _TwoLayer().double()
+    ref = TwoLayer().double()
     ref.load_state_dict(model.state_dict())
     pa, pb = ref.a.weight, ref.b.weight
     for p in ref.parameters():
@@ -148,7 +135,7 @@ def test_posterior_sampler_matches_devinterp_optimizer(method, monkeypatch):
             return eta
 
         opt.zero_grad()
-        _mse(ref(X), (X, y)).mean().backward()
+        mse(ref(X), (X, y)).mean().backward()
         monkeypatch.setattr(torch, "normal", fake_normal)
         opt.step()
         monkeypatch.undo()
