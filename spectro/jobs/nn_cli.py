@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -55,26 +54,18 @@ def add_nn_commands(subparsers) -> None:
     demo.add_argument("--no-progress", action="store_true")
 
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so that the job's clean-up runs."""
-
-
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised by a subprocess test
-    raise _Terminated()
-
-
 def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) -> int:
     from ..engine.distributed import current_world
     from .nn_job import ConfigError, run_job, summary_table
     from ..nn.posterior import DivergenceError
+    from .cli import Terminated
 
     t0 = time.perf_counter()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
+    try:  # SIGTERM arrives as cli.Terminated (spectro.jobs.cli.main installs the handler)
         path = run_job(config, out, overwrite=overwrite, progress=progress, checkpoint=checkpoint)
     except DivergenceError as e:
         raise ConfigError(f"sampling diverged ({e}); nothing was written") from e
-    except (KeyboardInterrupt, _Terminated) as e:
+    except (KeyboardInterrupt, Terminated) as e:
         code = 130 if isinstance(e, KeyboardInterrupt) else 143
         if checkpoint is not None and (Path(checkpoint.folder) / "job.json").is_file():
             how = f"snapshots are in {checkpoint.folder}; run the same command with --resume to continue"
@@ -82,8 +73,6 @@ def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) ->
             how = "nothing was written" + ("" if checkpoint is not None else " (checkpointing was off)")
         print(f"spectro: interrupted; {how}", file=sys.stderr)
         return code
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if not current_world().is_main:
         return 0
     print(summary_table(path))
