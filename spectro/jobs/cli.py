@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .ising_job import (MAP_FILES, map_folder, map_run_id, probe_count, remove_snapshots, run_map,
+                        warn_unreliable)
+
 __all__ = ["main", "UserError"]
 
 
@@ -145,9 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------- ising commands
-_MAP_KIND = "ising-map"
-_MAP_FILES = ("config.json", "summary.json", "chi_map.npz", "chi_map.png", "exact_check.json")
-
 
 def _lattice(args):
     from ..devices import check_memory
@@ -229,7 +229,7 @@ def cmd_ising_chi(args) -> int:
         "seconds": round(seconds, 3),
         "convention": "chi[C] = d<M_C>/dh = beta*Cov(M_C, M_probe), H_h = H - h*M_probe",
     }
-    _warn_unreliable(res)
+    warn_unreliable(res)
     if args.json:
         print(dumps(out))
         return 0
@@ -245,13 +245,6 @@ def cmd_ising_chi(args) -> int:
         print(f"{name:>8} {_fmt(e['mean'], '12.5f')} {_fmt(e['stderr'], '10.5f')} {ci:>25} {_fmt(e['dof'], '6.1f')} "
               f"{_fmt(e['ess'], '8.0f')} {_fmt(e['rhat'], '7.3f')} {ex:>12} {zz:>6}  {'yes' if e['reliable'] else 'NO'}")
     return 0
-
-
-def _warn_unreliable(res) -> None:
-    """One ``spectro: warning:`` line on stderr when some χ entry has no trustworthy error bar."""
-    message = res.warning()
-    if message:
-        print(f"spectro: warning: {message}", file=sys.stderr)
 
 
 def _fmt(x, spec: str) -> str:
@@ -311,123 +304,18 @@ def _interrupt_hint(checkpoint):
         raise
 
 
-def _map_run_id(lattice, beta, probe_size, stride, sampler, run) -> str:
-    from dataclasses import asdict
-
-    from ..outputs import run_id
-
-    return run_id({"lattice": [lattice.height, lattice.width, int(np.sum(lattice.regions["left"][:, 0]))],
-                   "beta": beta, "probe_size": probe_size, "stride": stride, "sampler": asdict(sampler),
-                   "run": asdict(run)})
-
-
-def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "",
-            checkpoint=None, world=None, config: dict | None = None) -> dict | None:
-    """χ maps for a probe grid; writes config.json (``config``), summary.json, chi_map.npz and
-    chi_map.png into ``out`` (rank 0): the job layout of :mod:`spectro.jobs.ising_job`.
-
-    The files are written into a hidden stage inside ``out`` and moved into place together at the
-    end, so a failure leaves the previous results (or none), never a mix.
-    """
-    from .ising_job import SUMMARY_FORMAT
-    from ..analysis.ising_maps import plot_chi_maps
-    from ..io import write_json
-    from ..ising.susceptibility import chamber_susceptibility, probe_grid
-
-    probes = probe_grid(lattice, probe_size, stride)
-    t0 = time.perf_counter()
-    res = chamber_susceptibility(lattice, beta, probes, sampler, run, progress=progress, checkpoint=checkpoint, world=world)
-    seconds = time.perf_counter() - t0
-    if world is not None and not world.is_main:
-        return None
-    res.meta["seconds"] = seconds
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN diagnostics become null below
-        max_rhat, min_ess = float(np.nanmax(res.rhat)), float(np.nanmin(res.ess))
-    summary = {
-        "format": SUMMARY_FORMAT,
-        "system": "ising",
-        "name": (config or {}).get("name", ""),
-        "beta": beta,
-        "height": lattice.height,
-        "width": lattice.width,
-        "probe_size": probe_size,
-        "n_probes": len(probes),
-        "chains": res.n_chains,
-        "draws": res.n_draws,
-        "seconds": seconds,
-        "max_rhat": max_rhat,
-        "min_ess": min_ess,
-        "n_unreliable": int((~res.reliable).sum()),
-        "warning": res.warning(),
-        "chi": {obs: {f: res.entry(obs, f) for f in res.fields} for obs in res.observables},
-    }
-    _warn_unreliable(res)
-    with _staged_files(out) as stage:
-        res.save(stage / "chi_map.npz")
-        plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
-        write_json(stage / "summary.json", summary)
-        if config is not None:
-            write_json(stage / "config.json", config)
-    return summary
-
-
-@contextmanager
-def _staged_files(out: Path):
-    """A hidden folder inside ``out`` whose files are moved into ``out`` when the block succeeds
-    (and which is removed either way)."""
-    import shutil
-    import tempfile
-
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".stage-", suffix=".tmp"))
-    try:
-        yield stage
-        for f in sorted(stage.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _map_folder(out: Path, overwrite: bool, resume: bool, rid: str, world, extra_locks=()):
-    """The output folder of ``ising map``/``ising demo`` (claimed and locked by process 0)."""
-    from ..outputs import KINDS, RunFolder
-
-    return RunFolder(out, _MAP_KIND, KINDS[_MAP_KIND], overwrite=overwrite, resume=resume, run=rid,
-                     result_files=_MAP_FILES[:3], extra_locks=extra_locks, active=world.is_main)
-
-
-def _remove_snapshots(checkpoint, world_size: int) -> None:
-    """Delete the run's snapshot files (process 0 after the results are written)."""
-    for r in range(max(world_size, 1)):
-        checkpoint.file(r).unlink(missing_ok=True)
-    stray = Path(checkpoint.path)
-    for f in stray.parent.glob(stray.name + ".rank*"):  # snapshots of an earlier run with more processes
-        if f.name[len(stray.name) + 5:].isdigit():
-            f.unlink(missing_ok=True)
-
-
-def _probe_count(lattice, size: int, stride: int | None) -> int:
-    """How many probes :func:`probe_grid` makes (without making them; its errors for a probe that does not fit)."""
-    from ..ising.susceptibility import probe_grid
-
-    if size > lattice.height or size > lattice.width:
-        probe_grid(lattice, size, stride)  # raises, naming the problem
-    step = stride or size
-    return ((lattice.height - size) // step + 1) * ((lattice.width - size) // step + 1)
-
-
 def cmd_ising_map(args) -> int:
     from .ising_job import IsingJobConfig
 
     lattice = _lattice(args)
     sampler, run = _configs(args)
-    _check_sampling_memory(args, sampler, run, _probe_count(lattice, args.probe_size, args.stride))
+    _check_sampling_memory(args, sampler, run, probe_count(lattice, args.probe_size, args.stride))
     world = _world(args)
-    rid = _map_run_id(lattice, args.beta, args.probe_size, args.stride, sampler, run)
+    rid = map_run_id(lattice, args.beta, args.probe_size, args.stride, sampler, run)
     outside = args.checkpoint is not None and args.out.resolve() not in args.checkpoint.resolve().parents
     if outside:
         _checkpointing(args, args.checkpoint)  # checked (and locked) apart from the output folder
-    with _map_folder(args.out, args.overwrite, args.resume, rid, world, [args.checkpoint] if outside else []) as folder:
+    with map_folder(args.out, args.overwrite, args.resume, rid, world, [args.checkpoint] if outside else []) as folder:
         out = folder.path
         checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
         with _interrupt_hint(checkpoint):
@@ -435,8 +323,8 @@ def cmd_ising_map(args) -> int:
                         checkpoint=checkpoint, world=world, config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
-        folder.commit(_MAP_FILES[:4])
-        _remove_snapshots(checkpoint, world.size)
+        folder.commit(MAP_FILES[:4])
+        remove_snapshots(checkpoint, world.size)
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
@@ -453,8 +341,8 @@ def cmd_ising_demo(args) -> int:
 
     progress = not args.no_progress
     big, sampler, run = walled_lattice(64, 64), SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000)
-    rid = _map_run_id(big, 0.43, 4, None, sampler, run)
-    with _map_folder(args.out, True, False, rid, World()) as folder, _interrupt_hint(None):
+    rid = map_run_id(big, 0.43, 4, None, sampler, run)
+    with map_folder(args.out, True, False, rid, World()) as folder, _interrupt_hint(None):
         out = folder.path
         print("1/2  exact cross-check: walled 12x12 lattice, β = 0.4, 3x3 probes, vs the transfer matrix")
         small = walled_lattice(12, 12)
@@ -486,7 +374,7 @@ def cmd_ising_demo(args) -> int:
         s = run_map(big, 0.43, 4, None, sampler, run, out, progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
         write_json(out / "exact_check.json", check)
-        folder.commit(_MAP_FILES)
+        folder.commit(MAP_FILES)
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0

@@ -1,4 +1,5 @@
-"""Ising jobs: χ maps of the walled lattice from a config file.
+"""Ising jobs: χ maps of the walled lattice from a config file — the config
+(:class:`IsingJobConfig`) and the run that writes the results folder (:func:`run_map`).
 
 ``spectro run CONFIG --out DIR`` with ``system = "ising"``; ``spectro ising map`` is the same job
 with the config given as flags. Config (JSON or TOML; strict: an unknown key, a wrong type or a
@@ -38,12 +39,21 @@ and ``chi_map.png``.
 
 from __future__ import annotations
 
+import os
+import sys
+import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .nn_config import ConfigError, _check_finite, _Table
 
-__all__ = ["IsingJobConfig", "SUMMARY_FORMAT"]
+__all__ = ["IsingJobConfig", "SUMMARY_FORMAT", "MAP_KIND", "MAP_FILES", "run_map", "map_run_id", "map_folder",
+           "remove_snapshots", "probe_count", "warn_unreliable"]
 
 SUMMARY_FORMAT = "spectro.ising_job/1"
 _SAMPLERS = ("metropolis", "heatbath", "swendsen-wang")
@@ -138,3 +148,119 @@ class IsingJobConfig:
         for key in ("height", "width", "beta", "probe_size", "stride", "wall_depth", "sampler", "chains", "seed",
                     "backend", "device", "sweeps", "thin", "burn_in", "name"):
             setattr(args, key, getattr(self, key))
+
+
+# ---------------------------------------------------------------------------- running a map
+MAP_KIND = "ising-map"
+MAP_FILES = ("config.json", "summary.json", "chi_map.npz", "chi_map.png", "exact_check.json")
+
+
+def warn_unreliable(res) -> None:
+    """One ``spectro: warning:`` line on stderr when some χ entry has no trustworthy error bar."""
+    message = res.warning()
+    if message:
+        print(f"spectro: warning: {message}", file=sys.stderr)
+
+
+def map_run_id(lattice, beta, probe_size, stride, sampler, run) -> str:
+    from dataclasses import asdict
+
+    from ..outputs import run_id
+
+    return run_id({"lattice": [lattice.height, lattice.width, int(np.sum(lattice.regions["left"][:, 0]))],
+                   "beta": beta, "probe_size": probe_size, "stride": stride, "sampler": asdict(sampler),
+                   "run": asdict(run)})
+
+
+def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress: bool, title: str = "",
+            checkpoint=None, world=None, config: dict | None = None) -> dict | None:
+    """χ maps for a probe grid; writes config.json (``config``), summary.json, chi_map.npz and
+    chi_map.png into ``out`` (rank 0): the job layout of :mod:`spectro.jobs.ising_job`.
+
+    The files are written into a hidden stage inside ``out`` and moved into place together at the
+    end, so a failure leaves the previous results (or none), never a mix.
+    """
+    from ..analysis.ising_maps import plot_chi_maps
+    from ..io import write_json
+    from ..ising.susceptibility import chamber_susceptibility, probe_grid
+
+    probes = probe_grid(lattice, probe_size, stride)
+    t0 = time.perf_counter()
+    res = chamber_susceptibility(lattice, beta, probes, sampler, run, progress=progress, checkpoint=checkpoint, world=world)
+    seconds = time.perf_counter() - t0
+    if world is not None and not world.is_main:
+        return None
+    res.meta["seconds"] = seconds
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN diagnostics become null below
+        max_rhat, min_ess = float(np.nanmax(res.rhat)), float(np.nanmin(res.ess))
+    summary = {
+        "format": SUMMARY_FORMAT,
+        "system": "ising",
+        "name": (config or {}).get("name", ""),
+        "beta": beta,
+        "height": lattice.height,
+        "width": lattice.width,
+        "probe_size": probe_size,
+        "n_probes": len(probes),
+        "chains": res.n_chains,
+        "draws": res.n_draws,
+        "seconds": seconds,
+        "max_rhat": max_rhat,
+        "min_ess": min_ess,
+        "n_unreliable": int((~res.reliable).sum()),
+        "warning": res.warning(),
+        "chi": {obs: {f: res.entry(obs, f) for f in res.fields} for obs in res.observables},
+    }
+    warn_unreliable(res)
+    with _staged_files(out) as stage:
+        res.save(stage / "chi_map.npz")
+        plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
+        write_json(stage / "summary.json", summary)
+        if config is not None:
+            write_json(stage / "config.json", config)
+    return summary
+
+
+@contextmanager
+def _staged_files(out: Path):
+    """A hidden folder inside ``out`` whose files are moved into ``out`` when the block succeeds
+    (and which is removed either way)."""
+    import shutil
+    import tempfile
+
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".stage-", suffix=".tmp"))
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def map_folder(out: Path, overwrite: bool, resume: bool, rid: str, world, extra_locks=()):
+    """The output folder of ``ising map``/``ising demo`` (claimed and locked by process 0)."""
+    from ..outputs import KINDS, RunFolder
+
+    return RunFolder(out, MAP_KIND, KINDS[MAP_KIND], overwrite=overwrite, resume=resume, run=rid,
+                     result_files=MAP_FILES[:3], extra_locks=extra_locks, active=world.is_main)
+
+
+def remove_snapshots(checkpoint, world_size: int) -> None:
+    """Delete the run's snapshot files (process 0 after the results are written)."""
+    for r in range(max(world_size, 1)):
+        checkpoint.file(r).unlink(missing_ok=True)
+    stray = Path(checkpoint.path)
+    for f in stray.parent.glob(stray.name + ".rank*"):  # snapshots of an earlier run with more processes
+        if f.name[len(stray.name) + 5:].isdigit():
+            f.unlink(missing_ok=True)
+
+
+def probe_count(lattice, size: int, stride: int | None) -> int:
+    """How many probes :func:`probe_grid` makes (without making them; its errors for a probe that does not fit)."""
+    from ..ising.susceptibility import probe_grid
+
+    if size > lattice.height or size > lattice.width:
+        probe_grid(lattice, size, stride)  # raises, naming the problem
+    step = stride or size
+    return ((lattice.height - size) // step + 1) * ((lattice.width - size) // step + 1)
