@@ -210,18 +210,11 @@ def matmul_rate(seconds: float = 1.0, n: int = 2048, dtype: torch.dtype = torch.
     return 2 * n**3 / best / 1e9
 
 
-def cpu_isa() -> dict[str, bool]:
-    """bf16 matmul hardware of this CPU, from the /proc/cpuinfo flags (Linux; all False elsewhere)."""
-    try:
-        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {f: f in flags for f in ("amx_bf16", "avx512_bf16", "avx512f")}
-
-
 def precision_report(precision: str) -> tuple[list[str], dict]:
     """Lines (and their numbers) on the low-precision hardware: ISA flags, measured bf16 (or fp16)
     vs fp32 matmul rates."""
+    from spectro.devices import cpu_isa
+
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     isa = cpu_isa()
     r32, rlow = matmul_rate(n=1024), matmul_rate(n=1024, dtype=low)
