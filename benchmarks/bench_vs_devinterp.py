@@ -70,6 +70,12 @@ With ``--precision bf16`` (or fp16) spectro samples with bf16 forward/backward o
 weights (``SamplerConfig.precision``) while devinterp runs fp32; the agreement check is unchanged
 (a bf16 bias would show up as disagreement). Before the last two lines it prints the CPU's bf16
 ISA (``amx_bf16``, ``avx512_bf16`` in /proc/cpuinfo) and the measured bf16 vs fp32 matmul rate.
+
+``--step fused|compiled`` runs spectro's update hand-fused or through ``torch.compile``
+(``SamplerConfig.step``; default eager). With ``compiled`` the process compiles into a fresh
+(empty) inductor cache during spectro's warm-up run, and the script prints the compile cost of a
+fresh process on a cold and on a warm cache (``benchmarks/profile_step.py``); the timed runs use
+the graphs already compiled, and ``ratio:`` adds the cold-cache compile seconds to spectro's time.
 """
 
 from __future__ import annotations
@@ -119,6 +125,7 @@ class Job:
     seed: int = 0
     device: str = "cpu"  # both sides sample here (benchmarks/bench_gpu.py runs the job on CUDA)
     precision: str = "fp32"  # spectro's compute precision (devinterp always runs fp32)
+    step: str = "eager"  # spectro's update execution (SamplerConfig.step)
 
     @property
     def probe_tokens(self) -> int:
@@ -210,18 +217,11 @@ def matmul_rate(seconds: float = 1.0, n: int = 2048, dtype: torch.dtype = torch.
     return 2 * n**3 / best / 1e9
 
 
-def cpu_isa() -> dict[str, bool]:
-    """bf16 matmul hardware of this CPU, from the /proc/cpuinfo flags (Linux; all False elsewhere)."""
-    try:
-        flags = set(next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")).split())
-    except (OSError, StopIteration):
-        flags = set()
-    return {f: f in flags for f in ("amx_bf16", "avx512_bf16", "avx512f")}
-
-
 def precision_report(precision: str) -> tuple[list[str], dict]:
     """Lines (and their numbers) on the low-precision hardware: ISA flags, measured bf16 (or fp16)
     vs fp32 matmul rates."""
+    from spectro.devices import cpu_isa
+
     low = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     isa = cpu_isa()
     r32, rlow = matmul_rate(n=1024), matmul_rate(n=1024, dtype=low)
@@ -460,7 +460,7 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     cfg = SamplerConfig(
         method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
         batch_size=job.batch_size, seed=seed, n_batches=job.n_batches if job.n_batches is None else min(job.n_batches, draws),
-        eval_batch_size=64, device=job.device, precision=job.precision,
+        eval_batch_size=64, device=job.device, precision=job.precision, step=job.step,
     )
     probe = ProbeSet({"train": setup.base, "probe": setup.probe})
     restr = {c: Restriction.from_devinterp(setup.model, c) for c in components}
@@ -477,6 +477,17 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     phases = {k.removesuffix("_s"): v for k, v in out[components[0]].meta["timing"].items()}
     phases["total"] = total
     return chi, se, phases, out
+
+
+def step_compile_cost(job: Job) -> dict[str, float]:
+    """step="compiled": compile seconds of the job's posteriors in a fresh process, on an empty
+    (cold) and then the filled (warm) inductor cache (``benchmarks/profile_step.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from profile_step import compile_cost
+
+    quick = job.n_train < Job().n_train
+    c = compile_cost(job.precision, "sgld", quick=quick)
+    return {"cold": c["cold"]["compile_s"], "warm": c["warm"]["compile_s"]}
 
 
 def forget_cached_init_loss() -> None:
@@ -557,6 +568,9 @@ def main(argv=None) -> int:
     ap.add_argument("--save", type=Path, default=None, help="write the χ vectors and errors to this .npz")
     ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                     help="spectro's compute precision (devinterp always runs fp32 on the same job)")
+    ap.add_argument("--step", choices=["eager", "fused", "compiled"], default="eager",
+                    help="spectro's update execution (SamplerConfig.step); 'compiled' also measures the compile cost on a "
+                         "cold and a warm inductor cache and adds the cold figure to spectro's time in 'ratio:'")
     args = ap.parse_args(argv)
 
     job = Job(threads=args.threads)
@@ -566,6 +580,11 @@ def main(argv=None) -> int:
     if args.draws:
         job.draws = args.draws
     job.precision = args.precision
+    job.step = args.step
+    compile_cache = None
+    if job.step == "compiled":  # this process compiles into a fresh inductor cache: the warm-up pays the cold compile
+        compile_cache = tempfile.TemporaryDirectory(prefix="spectro-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache.name
     torch.set_num_threads(job.threads)
     warnings.filterwarnings("ignore")
     import transformers  # noqa: F401  (import time outside the measurements)
@@ -578,7 +597,8 @@ def main(argv=None) -> int:
           f"devinterp 2.0.1, spectro {spectro.__version__}; torch.set_num_threads({job.threads}) for both")
     print(f"job: GPT-2 {N_LAYERS}L d{D_MODEL} h{N_HEADS} ctx{SEQ} V{VOCAB}; restrictions full+{','.join(job.components)}; "
           f"{job.chains} chains x {job.draws} draws; batch {job.batch_size}; eps {job.epsilon} nbeta {job.nbeta} gamma {job.gamma}; "
-          f"{job.n_train} train seqs; {job.probe_tokens} probe tokens; L̄ on {job.n_base} seqs")
+          f"{job.n_train} train seqs; {job.probe_tokens} probe tokens; L̄ on {job.n_base} seqs; spectro precision "
+          f"{job.precision}, step {job.step}")
     rates = [matmul_rate()]
     print(f"matmul fp32 2048^2: {rates[0]:.0f} GFLOP/s (load {load_average()})")
 
@@ -592,8 +612,20 @@ def main(argv=None) -> int:
     # warm-up, excluded from timing: a tiny run of each (imports, allocator, oneDNN kernels)
     with tempfile.TemporaryDirectory() as tmp:
         run_devinterp(setup, job, Path(tmp), draws=2, components=job.components[:1])
+    t_warm = time.perf_counter()
     run_spectro(setup, job, None, draws=2, components=job.components[:1])
+    t_warm = time.perf_counter() - t_warm
     gc.collect()
+    compile_s: dict[str, float] = {}
+    if job.step == "compiled":
+        from spectro.nn.kernels import compile_seconds
+
+        compile_s["this process (cold cache)"] = sum(compile_seconds().values())
+        print(f"compile (step compiled): spectro's warm-up run ({t_warm:.1f} s) compiled {len(compile_seconds())} graphs in "
+              f"{compile_s['this process (cold cache)']:.1f} s on a cold inductor cache; the timed runs below reuse them")
+        compile_s.update(step_compile_cost(job))
+        print(f"compile cost of a fresh process (first step of full+{','.join(job.components)}, dynamo/inductor imports "
+              f"included): cold cache {compile_s['cold']:.1f} s, warm cache {compile_s['warm']:.1f} s (load {load_average()})")
 
     timings_d, timings_s = [], []
     with (contextlib.nullcontext(str(args.workdir)) if args.workdir else tempfile.TemporaryDirectory()) as tmp:
@@ -674,10 +706,19 @@ def main(argv=None) -> int:
         lines, result["precision"] = precision_report(job.precision)
         print("\n" + "\n".join(lines))
     ratio = ph_d["total"] / ph_s["total"]
+    if compile_s:
+        result["compile_s"] = compile_s
+        print(f"\nspectro with step compiled: {ph_s['total']:.1f} s compiled graphs in memory (ratio {ratio:.2f}); "
+              f"+ {compile_s['warm']:.1f} s compile on a warm cache = {ph_s['total'] + compile_s['warm']:.1f} s (ratio "
+              f"{ph_d['total'] / (ph_s['total'] + compile_s['warm']):.2f}); + {compile_s['cold']:.1f} s on a cold cache = "
+              f"{ph_s['total'] + compile_s['cold']:.1f} s (the ratio below)")
+        ratio = ph_d["total"] / (ph_s["total"] + compile_s["cold"])
+        compile_cache.cleanup()
     if args.json:
         args.json.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwall time (fastest of {args.repeats}): devinterp {ph_d['total']:.1f} s (fp32), spectro {ph_s['total']:.1f} s "
-          f"({job.precision})")
+    t_s = ph_s["total"] + compile_s.get("cold", 0.0)
+    print(f"\nwall time (fastest of {args.repeats}): devinterp {ph_d['total']:.1f} s (fp32), spectro {t_s:.1f} s "
+          f"({job.precision}, step {job.step}{', incl. cold-cache compile' if compile_s else ''})")
     print(f"agree: {'yes' if ok else 'no'}")
     print(f"ratio: {ratio:.2f}")
     return 0

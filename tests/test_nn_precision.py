@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from spectro import devices
 from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig
 from spectro.nn import precision as precision_mod
 from spectro.nn.precision import lost_update_fraction
@@ -121,7 +122,8 @@ def test_fp16_on_cpu_runs_where_torch_can_and_is_refused_in_one_line_where_it_ca
     assert "\n" not in str(e.value)
 
 
-def test_step_below_the_master_resolution_warns_with_the_fraction():
+def test_step_below_the_master_resolution_warns_with_the_fraction(monkeypatch):
+    monkeypatch.setattr(precision_mod, "cpu_bf16_fast", lambda: True)  # no slow-bf16 warning on any CPU
     model, data = _trained(), _data()
     w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     eps = 1e-17  # √ε ≈ 3e-9: below half an fp32 ulp for |w| ≳ 0.05
@@ -220,3 +222,47 @@ def test_same_seed_fp32_and_bf16_differ_by_far_less_than_the_monte_carlo_error()
         assert np.all(np.abs(d.mean(0)) < 0.25 * unpaired_se), (name, np.round(d.mean(0) / unpaired_se, 3))
     resolved = np.abs(chi32.mean(0)) > 4 * chi32.std(0, ddof=1) / math.sqrt(C)
     assert resolved.any() and llc32.mean() > 4 * llc32.std(ddof=1) / math.sqrt(C)  # not a trivial 0 ≈ 0 comparison
+
+
+# ---------------------------------------------------------------------------- bf16 on a CPU without bf16 matmuls
+# (spectro.devices.cpu_bf16_fast, read from /proc/cpuinfo; monkeypatched to the ISA of each case)
+def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo(tmp_path):
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16\n")
+    assert devices._cpu_flags(x86) == {"fpu", "sse", "avx2", "fma", "avx512f", "avx512_bf16"}
+    assert "bf16" in devices._cpu_flags(arm)
+    assert devices._cpu_flags(tmp_path / "missing") is None
+    isa = devices.cpu_isa()
+    assert set(isa) == {"amx_bf16", "avx512_bf16", "avx512f"} and all(isinstance(b, bool) for b in isa.values())
+
+
+@pytest.mark.parametrize("flags, fast", [({"avx2", "fma"}, False), ({"avx2", "avx512_bf16"}, True),
+                                         ({"avx2", "amx_bf16"}, True), ({"asimd", "bf16"}, True), (None, None)])
+def test_cpu_bf16_fast(monkeypatch, flags, fast):
+    monkeypatch.setattr(devices, "_cpu_flags", lambda path=None: flags)
+    assert devices.cpu_bf16_fast() is fast
+
+
+def test_bf16_on_a_cpu_without_bf16_matmuls_warns_once(monkeypatch):
+    monkeypatch.setattr(devices, "_cpu_flags", lambda path=None: {"fpu", "avx2", "fma"})  # AVX2 only, as AMD EPYC Zen 2/3
+    monkeypatch.setattr(precision_mod, "_BF16_WARNED", False)
+    model, data = MLP(), _data()
+    with pytest.warns(UserWarning, match=r"precision='bf16': this CPU has no bf16 matmul instructions .* slower than "
+                                         r"fp32 .* buys no speed") as rec:
+        LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, precision="bf16"))
+        LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, precision="bf16"))  # a second restriction: silent
+    slow = [w for w in rec if "bf16 matmul" in str(w.message)]
+    assert len(slow) == 1 and "\n" not in str(slow[0].message)
+    assert slow[0].filename == __file__  # points at the caller
+
+
+@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512_bf16"}, "bf16"), (None, "bf16"), ({"avx2"}, "fp32")])
+def test_no_bf16_warning_where_bf16_is_fast_unknown_or_unused(monkeypatch, flags, precision):
+    monkeypatch.setattr(devices, "_cpu_flags", lambda path=None: flags)
+    monkeypatch.setattr(precision_mod, "_BF16_WARNED", False)
+    model, data = MLP(), _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, precision=precision))

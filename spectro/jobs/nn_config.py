@@ -70,7 +70,9 @@ keys and non-finite numbers are errors naming the key)::
       "sampler": {...},                    spectro.nn.SamplerConfig fields; master_dtype as
                                           "float32"/"float64"; nbeta null → n/log n, n = train_sequences;
                                           precision "fp32" (default) | "bf16" | "fp16": compute dtype of
-                                          forward/backward (master weights and moments stay float32/64)
+                                          forward/backward (master weights and moments stay float32/64);
+                                          step "eager" (default) | "fused" | "compiled": how the update
+                                          runs (same draws to float rounding; docs/benchmarks_nn.md)
       "threads": null,                     torch CPU threads during the job (null: unchanged)
       "export": {"devinterp": true, "max_mb": 512}   devinterp xarray/zarr export, size cap
     }
@@ -165,7 +167,7 @@ _SAMPLER_KEYS = {
     "burn_in": "int", "steps_per_draw": "int", "batch_size": "int?", "seed": "int", "chain_offset": "int",
     "rmsprop_alpha": "float", "rmsprop_delta": "float", "device": "str", "master_dtype": "str",
     "eval_batch_size": "int", "n_batches": "int?", "health_every": "int", "max_loss_increase": "float",
-    "precision": "str",
+    "precision": "str", "step": "str",
 }
 _OBS_TYPES = ("component_loss", "mean_loss", "per_sample_loss", "per_token_loss")
 _FIELD_TYPES = ("tokens", "subset", "upweight")

@@ -20,10 +20,12 @@ from typing import Literal
 
 import torch
 
-__all__ = ["SamplerConfig", "default_nbeta", "PRECISIONS"]
+__all__ = ["SamplerConfig", "default_nbeta", "PRECISIONS", "STEPS"]
 
 Method = Literal["sgld", "rmsprop_sgld"]
 Precision = Literal["fp32", "bf16", "fp16"]
+Step = Literal["eager", "fused", "compiled"]
+STEPS = ("eager", "fused", "compiled")
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 """Compute precision → dtype of the forward/backward (None: each parameter's stored dtype)."""
 
@@ -83,6 +85,11 @@ class SamplerConfig:
             weights, free weights cast from the master on every call, loss upcast to
             ``master_dtype``). Master weights, drift, noise, localization and RMSProp state stay in
             ``master_dtype`` whatever the precision (docs/design.md §2, "Precision").
+        step: how the update after the gradient runs: ``"eager"`` (default: the kernels of
+            :mod:`spectro.nn.kernels` one by one), ``"fused"`` (hand-fused, in place) or
+            ``"compiled"`` (``torch.compile`` of the whole update, compiled once per block shape
+            and process; falls back to uncompiled with a warning where torch.compile fails). The
+            same draws to float rounding; speed measured in docs/benchmarks_nn.md ("Fused step").
         eval_batch_size: chunk size (samples) for evaluating losses on probe sets and for L_n(w*).
         n_batches: points per chain of the error-estimate series (None: one per draw, within
             the engine's memory budget; docs/design.md §4).
@@ -108,6 +115,7 @@ class SamplerConfig:
     device: str = "cpu"
     master_dtype: torch.dtype = field(default=torch.float32)
     precision: Precision = "fp32"
+    step: Step = "eager"
     eval_batch_size: int = 64
     n_batches: int | None = None
     health_every: int = 10
@@ -152,6 +160,8 @@ class SamplerConfig:
             raise ValueError(f"master_dtype must be a floating torch.dtype, got {self.master_dtype!r}")
         if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.step, str) or self.step not in STEPS:
+            raise ValueError(f"step must be one of {list(STEPS)}, got {self.step!r}")
         _representable(self, ("epsilon", "gamma", "nbeta", "rmsprop_delta", "max_loss_increase"))
         from ..devices import check_device
 

@@ -81,7 +81,8 @@ from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, N
                      _llc_statistics, _LoopState)
 from ..engine.seeding import chain_seed
 from .config import SamplerConfig
-from .kernels import langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift, step_terms
+from .kernels import (compiled_update, fused_update_, langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift,
+                      step_terms)
 from .batches import Batch, _batch_size_of, _check_tensors, _default_model_input, _index, _index_chain, _mismatch_message, _slice
 from .memo import _FrozenMemo
 from .precision import check_precision, warn_lost_updates
@@ -561,6 +562,8 @@ class LocalizedPosterior:
         config = self.config.to_dict()
         if config["precision"] == "fp32":  # snapshots written before precision existed stay resumable
             del config["precision"]
+        if config["step"] == "eager":  # likewise before step existed
+            del config["step"]
         return {"config": config, "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
                 "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
 
@@ -653,6 +656,16 @@ class LocalizedPosterior:
             loss[sl], G[sl] = lk, gk
             for c in range(sl.start, sl.stop):
                 noise[c].normal_(generator=noise_gens[c])
+            if cfg.step != "eager":  # the same update in one fused function (kernels.fused_update)
+                args = (W[sl], gk, None if v is None else v[sl], noise[sl], self.w_star, self.mask, eps, nbeta, gamma,
+                        cfg.rmsprop_alpha, cfg.rmsprop_delta)
+                if cfg.step == "fused":
+                    fused_update_(*args, W_new[sl], None if v_new is None else v_new[sl])
+                    return
+                W_new[sl], vk = compiled_update(*args)
+                if v_new is not None:
+                    v_new[sl] = vk
+                return
             if v_new is not None:
                 v_new[sl] = rmsprop_update(v[sl], gk, cfg.rmsprop_alpha)
                 eps_k: float | torch.Tensor = eps * rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
