@@ -22,11 +22,11 @@ import warnings
 
 import pytest
 import torch
-from torch import nn
 
 from spectro.jobs.nn_config import ConfigError, JobConfig
 from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig, kernels
 from spectro.nn import posterior as posterior_mod
+from toy_regression import TwoLayer, mse, regression_data
 
 U = 2.0**-24  # fp32 unit roundoff
 K = {"sgld": 8, "rmsprop_sgld": 13}
@@ -165,31 +165,15 @@ def test_compile_failure_inside_the_sampler_still_samples_the_same_draws(monkeyp
         cfg = SamplerConfig(chains=2, draws=3, batch_size=16, nbeta=10.0, epsilon=1e-3, gamma=50.0, step=step)
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
-            runs[step] = LocalizedPosterior(model, _mse, data, cfg).sample()
+            runs[step] = LocalizedPosterior(model, mse, data, cfg).sample()
         assert len([w for w in rec if "torch.compile failed" in str(w.message)]) == (step == "compiled")
     assert torch.equal(runs["compiled"].final_weights, runs["eager"].final_weights)  # the fallback is fused_update: bitwise
 
 
 # ---------------------------------------------------------------------------- the sampler
-class _MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Linear(3, 16)
-        self.b = nn.Linear(16, 1)
-
-    def forward(self, x):
-        return self.b(torch.tanh(self.a(x)))[:, 0]
-
-
-def _mse(out, batch):
-    return (out - batch[1]) ** 2
-
-
 def _model_and_data(n=64):
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(n, 3, generator=g)
-    return _MLP(), (X, torch.sin(X.sum(1)))
+    return TwoLayer(hidden=16), regression_data(n, seed=1)
 
 
 def _restriction(model, masked):
@@ -206,8 +190,8 @@ def _side_by_side(step, method, masked, chain_mode, monkeypatch, steps=6):
     kw = dict(method=method, chains=4, draws=steps, batch_size=16, nbeta=NBETA, epsilon=EPS, gamma=GAMMA,
               rmsprop_alpha=ALPHA, rmsprop_delta=DELTA)
     opts = dict(chain_mode=chain_mode, workers=2 if chain_mode == "loop" else None)
-    eager = LocalizedPosterior(model, _mse, data, SamplerConfig(**kw), _restriction(model, masked), **opts)
-    fused = LocalizedPosterior(model, _mse, data, SamplerConfig(**kw, step=step), _restriction(model, masked), **opts)
+    eager = LocalizedPosterior(model, mse, data, SamplerConfig(**kw), _restriction(model, masked), **opts)
+    fused = LocalizedPosterior(model, mse, data, SamplerConfig(**kw, step=step), _restriction(model, masked), **opts)
     calls = []
     fn_name = "fused_update_" if step == "fused" else "compiled_update"
     original = getattr(posterior_mod, fn_name)
@@ -264,10 +248,10 @@ def test_compiled_graphs_are_shared_across_restrictions_and_runs():
     cfg = SamplerConfig(chains=2, draws=2, batch_size=16, nbeta=10.0, epsilon=1e-3, gamma=50.0, step="compiled")
     rows = Restriction({"a.weight": torch.eye(16, 3, dtype=torch.bool), "b.weight": None}, name="rows")
     cols = Restriction({"a.weight": torch.ones(16, 3, dtype=torch.bool).tril(), "b.weight": None}, name="cols")
-    LocalizedPosterior(model, _mse, data, cfg, rows).sample()
+    LocalizedPosterior(model, mse, data, cfg, rows).sample()
     n = len(kernels.compile_seconds())
     for restriction in (cols, rows):  # the same (shape, masked) key: no new graph
-        LocalizedPosterior(model, _mse, data, cfg, restriction).sample()
+        LocalizedPosterior(model, mse, data, cfg, restriction).sample()
     assert len(kernels.compile_seconds()) == n
 
 
@@ -293,7 +277,7 @@ def test_step_in_the_job_schema():
 
 def test_snapshot_fingerprint_names_a_non_default_step_only():
     model, data = _model_and_data()
-    fp = {s: LocalizedPosterior(model, _mse, data, SamplerConfig(chains=1, step=s))._state_fingerprint()["config"]
+    fp = {s: LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, step=s))._state_fingerprint()["config"]
           for s in ("eager", "fused")}
     assert "step" not in fp["eager"]  # snapshots written before the option existed stay resumable
     assert fp["fused"]["step"] == "fused"

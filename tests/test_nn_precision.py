@@ -248,7 +248,7 @@ def test_cpu_bf16_fast(monkeypatch, flags, fast):
 def test_bf16_on_a_cpu_without_bf16_matmuls_warns_once(monkeypatch):
     monkeypatch.setattr(devices, "_cpu_flags", lambda path=None: {"fpu", "avx2", "fma"})  # AVX2 only, as AMD EPYC Zen 2/3
     monkeypatch.setattr(precision_mod, "_BF16_WARNED", False)
-    model, data = MLP(), _data()
+    model, data = TwoLayer(hidden=16), _data()
     with pytest.warns(UserWarning, match=r"precision='bf16': this CPU has no bf16 matmul instructions .* slower than "
                                          r"fp32 .* buys no speed") as rec:
         LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, precision="bf16"))
@@ -262,7 +262,7 @@ def test_bf16_on_a_cpu_without_bf16_matmuls_warns_once(monkeypatch):
 def test_no_bf16_warning_where_bf16_is_fast_unknown_or_unused(monkeypatch, flags, precision):
     monkeypatch.setattr(devices, "_cpu_flags", lambda path=None: flags)
     monkeypatch.setattr(precision_mod, "_BF16_WARNED", False)
-    model, data = MLP(), _data()
+    model, data = TwoLayer(hidden=16), _data()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LocalizedPosterior(model, mse, data, SamplerConfig(chains=1, precision=precision))
