@@ -451,16 +451,19 @@ def devinterp_with_errors(paths: dict, components: list[str], n_batches: int | N
 
 
 def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int | None = None, components=None,
-                seed: int = 0, posterior_options: dict | None = None):
-    """spectro's component_susceptibility; returns (χ, stderr, per-phase seconds, results)."""
+                seed: int = 0, posterior_options: dict | None = None, chains: int | None = None, chain_offset: int = 0,
+                precision: str | None = None):
+    """spectro's component_susceptibility; returns (χ, stderr, per-phase seconds, results).
+    ``chains``/``chain_offset``: a block of the job's chains (chain c's draws depend only on (seed, c))."""
     from spectro.nn import ProbeSet, Restriction, SamplerConfig, TokenPointMasses, component_susceptibility
 
     components = components or job.components
     draws = draws or job.draws
     cfg = SamplerConfig(
-        method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=job.chains, draws=draws,
+        method="sgld", epsilon=job.epsilon, gamma=job.gamma, nbeta=job.nbeta, chains=chains or job.chains,
+        chain_offset=chain_offset, draws=draws,
         batch_size=job.batch_size, seed=seed, n_batches=job.n_batches if job.n_batches is None else min(job.n_batches, draws),
-        eval_batch_size=64, device=job.device, precision=job.precision, step=job.step,
+        eval_batch_size=64, device=job.device, precision=precision or job.precision, step=job.step,
     )
     probe = ProbeSet({"train": setup.base, "probe": setup.probe})
     restr = {c: Restriction.from_devinterp(setup.model, c) for c in components}
@@ -477,6 +480,53 @@ def run_spectro(setup: Setup, job: Job, phi_reference: float | None, draws: int 
     phases = {k.removesuffix("_s"): v for k, v in out[components[0]].meta["timing"].items()}
     phases["total"] = total
     return chi, se, phases, out
+
+
+def paired_precision_check(setup: Setup, job: Job, ref: float, chi_low: np.ndarray, se_low: np.ndarray) -> tuple[list[str], dict]:
+    """Common random numbers: chain c of the low-precision job and of an fp32 job with the same seed
+    share minibatches and noise, so the per-chain difference d_c = χ_low,c − χ_fp32,c isolates the
+    effect of the compute precision. Each chain is run alone (chain_offset = c: the same draws as in
+    the job) in both precisions; Baker's χ per chain pairs it with chain c of the full run.
+
+    Per token and component: the paired error se_p = sd_c(d_c)/√C (t with C − 1 dof) and the job's
+    own error se (the low-precision run's stderr). Reported: the bias |mean_c d_c| against se_p
+    (resolvable differences), and against se (what the bias adds to the error of a result:
+    √(1 + (bias/se)²)). The LLC likewise."""
+    from scipy import stats
+
+    per_chain = {"low": [], "fp32": []}
+    llc = {"low": [], "fp32": []}
+    for c in range(job.chains):
+        for key, prec in (("low", job.precision), ("fp32", "fp32")):
+            forget_cached_init_loss()
+            chi, _, _, out = run_spectro(setup, job, ref, chains=1, chain_offset=c, precision=prec)
+            per_chain[key].append(chi)
+            llc[key].append([out[comp].meta["full_sampling"]["llc"] for comp in job.components[:1]]
+                            + [out[comp].meta["sampling"]["llc"] for comp in job.components])
+    d = np.stack(per_chain["low"]) - np.stack(per_chain["fp32"])  # [C, components, tokens]
+    C = d.shape[0]
+    bias, se_p = d.mean(0), d.std(0, ddof=1) / math.sqrt(C)
+    t_crit = float(stats.t.ppf(0.975, C - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_paired = bias / se_p
+        rel = np.abs(bias) / se_low
+    dl = np.asarray(llc["low"]) - np.asarray(llc["fp32"])  # [C, 1 + components]: full, then each component
+    llc_bias, llc_se_p = dl.mean(0), dl.std(0, ddof=1) / math.sqrt(C)
+    names = ["full", *job.components]
+    lines = [f"{job.precision} vs fp32, same seed (common random numbers; each of the {C} chains run alone in both "
+             f"precisions; paired t with {C - 1} dof, two-sided 95 % critical value {t_crit:.2f}):"]
+    for i, comp in enumerate(job.components):
+        lines.append(f"  {comp}: per-token χ bias / paired se: |t| > {t_crit:.2f} for {100 * np.mean(np.abs(t_paired[i]) > t_crit):.1f}% "
+                     f"of tokens (5 % expected with no bias), median |t| {np.nanmedian(np.abs(t_paired[i])):.2f}; "
+                     f"bias / the run's own stderr: median {np.nanmedian(rel[i]):.3f}, max {np.nanmax(rel[i]):.3f}; "
+                     f"paired se / own se: median {np.nanmedian(se_p[i] / se_low[i]):.3f}")
+    lines.append("  LLC bias (low − fp32) ± paired se: " + ", ".join(
+        f"{n} {b:+.3f} ± {e:.3f}" for n, b, e in zip(names, llc_bias, llc_se_p)))
+    record = {"chains": C, "t_crit": t_crit, "frac_t_gt_crit": [float(np.mean(np.abs(t) > t_crit)) for t in t_paired],
+              "median_bias_over_own_se": [float(np.nanmedian(r)) for r in rel],
+              "max_bias_over_own_se": [float(np.nanmax(r)) for r in rel],
+              "llc_bias": dict(zip(names, llc_bias.tolist())), "llc_paired_se": dict(zip(names, llc_se_p.tolist()))}
+    return lines, record
 
 
 def step_compile_cost(job: Job) -> dict[str, float]:
@@ -571,6 +621,9 @@ def main(argv=None) -> int:
     ap.add_argument("--step", choices=["eager", "fused", "compiled"], default="eager",
                     help="spectro's update execution (SamplerConfig.step); 'compiled' also measures the compile cost on a "
                          "cold and a warm inductor cache and adds the cold figure to spectro's time in 'ratio:'")
+    ap.add_argument("--no-paired", action="store_true",
+                    help="with --precision bf16/fp16: skip the same-seed comparison with fp32 (runs every chain alone in "
+                         "both precisions, about twice spectro's time)")
     args = ap.parse_args(argv)
 
     job = Job(threads=args.threads)
@@ -705,6 +758,9 @@ def main(argv=None) -> int:
     if job.precision != "fp32":
         lines, result["precision"] = precision_report(job.precision)
         print("\n" + "\n".join(lines))
+        if not args.no_paired:
+            lines, result["paired_vs_fp32"] = paired_precision_check(setup, job, ref, chi_s, se_s)
+            print("\n".join(lines))
     ratio = ph_d["total"] / ph_s["total"]
     if compile_s:
         result["compile_s"] = compile_s
