@@ -757,6 +757,12 @@ def main(argv=None) -> int:
 
     if job.precision != "fp32":
         lines, result["precision"] = precision_report(job.precision)
+        if "flops" in result:  # the target: >= 40 % of the low-precision matmul rate
+            low_rate = result["precision"][f"matmul_gflops_{job.precision}"]
+            rate = result["flops"]["spectro"] / ph_s["total"] / 1e9
+            lines.append(f"FLOP rate vs the {job.precision} matmul rate: spectro {rate:.0f} GFLOP/s = {100 * rate / low_rate:.0f}% "
+                         f"of {low_rate:.0f} GFLOP/s")
+            result["precision"]["flop_rate_fraction_of_low_matmul"] = rate / low_rate
         print("\n" + "\n".join(lines))
         if not args.no_paired:
             lines, result["paired_vs_fp32"] = paired_precision_check(setup, job, ref, chi_s, se_s)
