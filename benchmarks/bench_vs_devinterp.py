@@ -520,12 +520,14 @@ def paired_precision_check(setup: Setup, job: Job, ref: float, chi_low: np.ndarr
                      f"of tokens (5 % expected with no bias), median |t| {np.nanmedian(np.abs(t_paired[i])):.2f}; "
                      f"bias / the run's own stderr: median {np.nanmedian(rel[i]):.3f}, max {np.nanmax(rel[i]):.3f}; "
                      f"paired se / own se: median {np.nanmedian(se_p[i] / se_low[i]):.3f}")
-    lines.append("  LLC bias (low − fp32) ± paired se: " + ", ".join(
-        f"{n} {b:+.3f} ± {e:.3f}" for n, b, e in zip(names, llc_bias, llc_se_p)))
+    llc32 = np.asarray(llc["fp32"]).mean(0)
+    lines.append("  LLC bias (low − fp32) ± paired se (fp32 LLC): " + ", ".join(
+        f"{n} {b:+.1e} ± {e:.1e} ({v:.2f})" for n, b, e, v in zip(names, llc_bias, llc_se_p, llc32)))
     record = {"chains": C, "t_crit": t_crit, "frac_t_gt_crit": [float(np.mean(np.abs(t) > t_crit)) for t in t_paired],
               "median_bias_over_own_se": [float(np.nanmedian(r)) for r in rel],
               "max_bias_over_own_se": [float(np.nanmax(r)) for r in rel],
-              "llc_bias": dict(zip(names, llc_bias.tolist())), "llc_paired_se": dict(zip(names, llc_se_p.tolist()))}
+              "llc_bias": dict(zip(names, llc_bias.tolist())), "llc_paired_se": dict(zip(names, llc_se_p.tolist())),
+              "llc_fp32": dict(zip(names, llc32.tolist()))}
     return lines, record
 
 
