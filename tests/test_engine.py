@@ -149,3 +149,12 @@ def test_baker_on_chosen_rows_takes_each_row_from_its_own_estimator():
     assert mixed.estimator.kind == "cov"
     with pytest.raises(ValueError, match="rows must index the 2 observables"):
         component_susceptibility_estimate(comp, full, rows=[2])
+
+
+def test_too_few_draws_per_half_give_no_split_noise_instead_of_an_error():
+    """2 chains × 3 draws: χ and its error exist (6 draws), the split-chain noise (3 draws a half) does not."""
+    from spectro.engine import component_susceptibility_estimate
+
+    comp, full = _fill(*_draws(seed=3, T=3, C=2), B=3), _fill(*_draws(seed=4, T=3, C=2), B=3)
+    for res in (estimate_susceptibility(comp, 1.0), component_susceptibility_estimate(comp, full)):
+        assert res.noise is None and np.isfinite(res.chi).all()

@@ -153,6 +153,24 @@ def test_shared_batches_are_common_to_chains_and_independent_of_chain_count():
     assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, first))
 
 
+def test_memo_use_is_reported_through_the_driver():
+    """component_susceptibility samples through the driver, whose summary is read after the run's
+    memos closed: the reported memo hits must survive that (they once read 0/0)."""
+    from spectro.nn import TokenPointMasses, component_susceptibility
+
+    model = _gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        restr = {"l1h0": Restriction.from_devinterp(model, "l1h0")}
+    probe = ProbeSet({"base": _ids(4, 1), "p": _ids(3, 2)})
+    cfg = SamplerConfig(chains=2, draws=3, batch_size=8, nbeta=10.0, gamma=100.0, seed=1)
+    out = component_susceptibility(model, lm_loss, _ids(32, 0), probe, restr, TokenPointMasses("p", base="base"), cfg,
+                                   shared_batches=True, posterior_options={"chain_mode": "loop", "workers": 1},
+                                   progress=False)
+    execution = out["l1h0"].meta["sampling"]["execution"]
+    assert execution["memo_hits"] > 0 and execution["memo_misses"] > 0
+
+
 def test_init_loss_is_shared_and_follows_the_weights():
     model = _gpt2()
     train = _ids(32, 0)

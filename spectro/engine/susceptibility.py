@@ -408,9 +408,12 @@ def estimate_susceptibility(
 def _split_noise(acc: MomentAccumulator, estimate, other: MomentAccumulator | None = None) -> np.ndarray | None:
     """w·(χ(first half of the chains) − χ(second half)), w = √(n_a n_b)/(n_a + n_b): the same
     variance as χ's Monte Carlo error and its correlation across entries. ``other`` (Baker's full
-    run) is split alongside, so its error enters too. None with one chain."""
+    run) is split alongside, so its error enters too. None with one chain, or when a half has fewer
+    than the 4 draws an estimate needs (e.g. 2 chains × 3 draws)."""
     C = acc.n_chains
     if C < 2 or (other is not None and other.n_chains < 2):
+        return None
+    if (C // 2) * acc.draws_seen < 4 or (other is not None and (other.n_chains // 2) * other.draws_seen < 4):
         return None
     h = C // 2
     parts = [acc.select_chains(slice(0, h)), acc.select_chains(slice(h, C))]

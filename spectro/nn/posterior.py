@@ -287,6 +287,7 @@ class LocalizedPosterior:
         self._pool: ThreadPoolExecutor | None = None
         self._shells: list[nn.Module] = []
         self._memos: list[_FrozenMemo | None] = []
+        self._memo_counts = [0, 0]  # hits, misses of memos already closed (a run's memos close with running())
 
     # ------------------------------------------------------------------ functional model
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -377,6 +378,8 @@ class LocalizedPosterior:
             self._pool = None
             for m in self._memos:
                 if m is not None:
+                    self._memo_counts[0] += m.hits
+                    self._memo_counts[1] += m.misses
                     m.close()
             self._memos, self._shells = [], []
 
@@ -555,7 +558,7 @@ class LocalizedPosterior:
                 if on_draw is not None:
                     on_draw(Draw(index=d, step=state.step, weights=state.W, loss=trace[-1], posterior=self))
             self.check(state)
-            return self._result(torch.stack(trace, dim=1), state.init_loss, state.W)  # inside: memo counts
+            return self._result(torch.stack(trace, dim=1), state.init_loss, state.W)
 
     def _state_fingerprint(self) -> dict:
         """What a snapshot must agree on to be resumed by this sampler."""
@@ -724,7 +727,7 @@ class LocalizedPosterior:
                 "shared_batches": self.shared_batches,
                 "chain_mode": self.chain_mode,
                 "workers": self.workers,
-                "memo_hits": sum(m.hits for m in self._memos if m is not None),
-                "memo_misses": sum(m.misses for m in self._memos if m is not None),
+                "memo_hits": self._memo_counts[0] + sum(m.hits for m in self._memos if m is not None),
+                "memo_misses": self._memo_counts[1] + sum(m.misses for m in self._memos if m is not None),
             },
         )
