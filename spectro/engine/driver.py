@@ -37,7 +37,7 @@ from .susceptibility import Susceptibility, component_susceptibility_estimate, e
 from .system import System
 
 __all__ = ["RunConfig", "Checkpointing", "SamplingStopped", "Sampled", "measure", "measure_components",
-           "sample_moments", "SNAPSHOT_KIND"]
+           "sample_moments", "estimator_record", "SNAPSHOT_KIND"]
 
 SNAPSHOT_KIND = "chains"
 
@@ -139,7 +139,7 @@ def measure(
     obs_axis, field_axis = system.axes()
     return estimate_susceptibility(done.accumulator, system.scale, list(system.observables), list(system.fields),
                                    meta={**done.meta, **dict(meta or {})}, observable_axis=obs_axis,
-                                   field_axis=field_axis, estimator=_record(system, run))
+                                   field_axis=field_axis, estimator=estimator_record(system, run))
 
 
 def measure_components(
@@ -177,14 +177,16 @@ def measure_components(
             done.accumulator, full_done.accumulator, list(comp.observables), list(comp.fields),
             meta={**done.meta, "component": name, "full_run": full_done.meta, **dict(meta or {})},
             observable_axis=obs_axis, field_axis=field_axis,
-            estimator=_record(comp, run, component=name, full_run=asdict(full_run or run)))
+            estimator=estimator_record(comp, run, component=name, full_run=asdict(full_run or run)))
         timing[f"{name}_s"] = time.perf_counter() - tc
     for s in out.values():  # every run's wall seconds (full_s, <component>_s) in every result
         s.meta["timing"] = timing.copy()
     return out
 
 
-def _record(system: System, run: RunConfig, **extra: Any) -> EstimatorInfo:
+def estimator_record(system: System, run: RunConfig, **extra: Any) -> EstimatorInfo:
+    """The typed record saved with a result: the system's estimator info plus the run's length
+    (``extra``: e.g. the component name)."""
     info = system.estimator()
     return replace(info, run={**info.run, **asdict(run), "burn_in": run.burn_in_steps, **extra})
 

@@ -278,7 +278,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     from ..analysis.traces import plot_traces
     from ..engine import MomentAccumulator, component_susceptibility_estimate, estimate_susceptibility
     from ..engine.distributed import chain_block
-    from ..engine.driver import sample_moments
+    from ..engine.driver import estimator_record, sample_moments
     from ..io import write_json
     from ..models import next_token_loss
     from ..nn.observables import MeanLoss, mean_loss
@@ -357,7 +357,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
             "versions": versions,
         }
         obs_axis, field_axis = system.axes()
-        estimator = replace(system.estimator(), run={**system.estimator().run, **sampled.meta["run"], "component": name})
+        estimator = estimator_record(system, run_config(s), component=name)
         axes = dict(observable_axis=obs_axis, field_axis=field_axis, estimator=estimator)
         phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"] if restriction is not None else []
         if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables (typed per row)
