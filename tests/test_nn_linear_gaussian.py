@@ -193,27 +193,38 @@ def test_rmsprop_sgld_bias_from_state_dependent_preconditioner(delta, expect_exa
         assert np.median(sus.chi / exact) > 1.15
 
 
-# ---------------------------------------------------------------------------- bf16 compute
-def test_bf16_compute_matches_exact_gaussian_posterior():
-    """precision="bf16" (forward and backward in bfloat16, float32 master weights): every χ and the
-    LLC agree with the exact posterior within the engine's calibrated error bars (|z| < 4, the
-    same bound as the fp32/fp64 test above)."""
+# ---------------------------------------------------------------------------- bf16 / fp16 compute
+def _skip_without_fp16(precision: str) -> None:
+    from spectro.nn.precision import _cpu_runs_fp16
+
+    if precision == "fp16" and not _cpu_runs_fp16():
+        pytest.skip("this torch build cannot run fp16 matmuls on the CPU")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_compute_matches_exact_gaussian_posterior(precision):
+    """precision="bf16" or "fp16" (forward and backward in that dtype, fp16 with loss scaling;
+    float32 master weights): every χ and the LLC agree with the exact posterior within the
+    engine's calibrated error bars (|z| < 4, the same bound as the fp32/fp64 test above)."""
+    _skip_without_fp16(precision)
     sus, oracle, O, F = _run(3e-3, chains=64, draws=400, steps_per_draw=6, burn_in=200, seed=11,
-                             precision="bf16", master_dtype=torch.float32)
+                             precision=precision, master_dtype=torch.float32)
     exact = oracle.susceptibility(O, F)
     z = sus.z_scores(exact)
     assert np.abs(z).max() < 4, np.round(z, 2)
     assert np.median(sus.stderr / np.abs(exact)) < 0.15  # resolved, not 0 ≈ 0
     s = sus.meta["sampling"]
     assert abs(s["llc"] - oracle.llc()) < 4 * s["llc_stderr"], (s["llc"], s["llc_stderr"], oracle.llc())
-    assert s["sampler"]["precision"] == "bf16"
+    assert s["sampler"]["precision"] == precision
 
 
-def test_bf16_finite_difference_of_reweighted_data_matches_nbeta_chi():
-    """The finite-difference test above with bf16 compute: (⟨φ⟩_{+h} − ⟨φ⟩_{−h})/(2h) under actually
-    reweighted data matches nβ·χ(φ, ΔL_A), both sampled in bf16 on float32 masters."""
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_finite_difference_of_reweighted_data_matches_nbeta_chi(precision):
+    """The finite-difference test above in bf16 / fp16 compute: (⟨φ⟩_{+h} − ⟨φ⟩_{−h})/(2h) under
+    actually reweighted data matches nβ·χ(φ, ΔL_A), both sampled in low precision on float32 masters."""
+    _skip_without_fp16(precision)
     h, eps = 0.1, 4e-3
-    kw = dict(chains=64, draws=300, steps_per_draw=5, burn_in=200, precision="bf16", master_dtype=torch.float32)
+    kw = dict(chains=64, draws=300, steps_per_draw=5, burn_in=200, precision=precision, master_dtype=torch.float32)
     base, _, _, _ = _run(eps, seed=21, **kw)
     q_prime = torch.zeros(N, dtype=torch.float64)
     q_prime[SUBSET_A] = 1 / len(SUBSET_A)

@@ -235,14 +235,19 @@ def test_attention_head_matches_devinterp_on_hf_gpt2_and_samples():
     assert int(moved.sum()) == ours.n_free(model)
 
 
-@pytest.mark.parametrize("method,shared", [("sgld", False), ("rmsprop_sgld", True)])
-def test_state_snapshot_resumes_bit_identically(method, shared, tmp_path):
+@pytest.mark.parametrize("method,shared,precision", [("sgld", False, "fp32"), ("rmsprop_sgld", True, "fp32"),
+                                                     ("sgld", False, "fp16")])
+def test_state_snapshot_resumes_bit_identically(method, shared, precision, tmp_path, monkeypatch):
     """Snapshot the pull-style state after 15 steps (what PosteriorSystem.state_dict and the
     driver's checkpoints hold), save/load it through torch.save, restore it in a fresh sampler and
-    step on: weights and losses equal the uninterrupted run exactly."""
+    step on: weights and losses equal the uninterrupted run exactly. In fp16 the per-chain loss
+    scales are part of the state (their growth interval shortened to 2 steps so they move)."""
+    from spectro.nn import precision as precision_mod
+
+    monkeypatch.setattr(precision_mod, "LOSS_SCALE_GROWTH_INTERVAL", 2)
     model, data = _model(), _data()
     cfg = SamplerConfig(method=method, epsilon=1e-3, gamma=100.0, nbeta=20.0, chains=3, draws=14, steps_per_draw=2,
-                        burn_in=3, batch_size=5, seed=11, health_every=4)
+                        burn_in=3, batch_size=5, seed=11, health_every=4, precision=precision)
 
     def run(post, state, steps):
         with post.running():
@@ -258,6 +263,9 @@ def test_state_snapshot_resumes_bit_identically(method, shared, tmp_path):
     second = LocalizedPosterior(model, mse, data, cfg, shared_batches=shared)
     resumed = second.start()
     resumed.restore(snap, second)
+    if precision == "fp16":
+        assert torch.equal(resumed.loss_scale, state.loss_scale) and (state.loss_scale != 2.0**16).any()
+        assert torch.equal(resumed.scale_streak, state.scale_streak)
     rest = run(second, resumed, 16)
     for (loss_a, w_a), (loss_b, w_b) in zip(full[15:], rest):
         assert torch.equal(loss_a, loss_b) and torch.equal(w_a, w_b)

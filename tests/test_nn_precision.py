@@ -3,9 +3,10 @@
 What is checked here (docs/design.md §2, "Precision"): the option and its bad inputs; which
 tensors are low precision and which stay in the master dtype; devinterp's lost-update problem
 (an in-place bf16 SGLD step at ε = 1e-5 rounds most O(1) weights back to themselves) against the
-fp32-master update; and a same-seed fp32 vs bf16 comparison whose χ and LLC differences are
-compared with their paired Monte Carlo error. The exact linear-Gaussian oracle in bf16 is in
-tests/test_nn_linear_gaussian.py.
+fp32-master update; fp16 loss scaling (small gradients do not underflow, overflow backs off,
+scales grow); and a same-seed fp32 vs bf16 comparison whose χ and LLC differences are
+compared with their paired Monte Carlo error. The exact linear-Gaussian oracle and the
+finite-difference test in bf16 and fp16 are in tests/test_nn_linear_gaussian.py.
 """
 
 import functools
@@ -120,6 +121,94 @@ def test_fp16_on_cpu_runs_where_torch_can_and_is_refused_in_one_line_where_it_ca
     with pytest.raises(ValueError, match="torch cannot run an fp16 matmul on this CPU") as e:
         LocalizedPosterior(model, mse, data, cfg)
     assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------- fp16 loss scaling
+def _softmax_regression(N=2048, d=16, V=2048):
+    """A linear softmax classifier whose mean cross-entropy has per-logit gradients p/N ≈ 2e-7:
+    below fp16's normal range (6.1e-5) and near its smallest subnormal (6e-8). Inputs and weights
+    are fp16-exact, so the fp16 forward sees exactly the weights of the fp64 reference."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(N, d, generator=g).half().float()
+    y = torch.randint(0, V, (N,), generator=g)
+    model = torch.nn.Linear(d, V, bias=False)
+    with torch.no_grad():
+        model.weight.copy_((0.3 * torch.randn(V, d, generator=g)).half().float())
+    return model, X, y
+
+
+def _cross_entropy(out, batch):
+    return torch.nn.functional.cross_entropy(out.float(), batch[1], reduction="none")
+
+
+def test_fp16_gradient_is_loss_scaled_so_small_gradients_do_not_underflow(monkeypatch):
+    """In fp16 the backward runs on scale·L and the gradient is unscaled in fp32. Checked against
+    the fp64 gradient G = Xᵀ(P − Y)/N with a first-order rounding bound per entry (u = 2⁻¹¹ fp16,
+    u₃₂ = 2⁻²⁴ accumulation): |Ĝ − G| ≤ u|G| + |X|ᵀ(u|P − Y| + |δP|)/N + N·u₃₂·|X|ᵀ|P − Y|/N, where
+    δP = 2P·max|δz| propagates the logits' error |δz| ≤ u|z| + d·u₃₂·|X||W|. Without the scale
+    (LOSS_SCALE_INIT = 1) the logit gradients land in fp16's subnormals and lose their precision:
+    the same bound fails for a few % of the entries (the test fails without the fix)."""
+    from spectro.nn import posterior as posterior_mod
+
+    model, X, y = _softmax_regression()
+    N, d = X.shape
+    cfg = SamplerConfig(chains=1, draws=1, batch_size=None, nbeta=10.0, precision="fp16")
+    post = LocalizedPosterior(model, _cross_entropy, (X, y), cfg, model_input=lambda b: (b[0],))
+    Xd, Wd = X.double(), model.weight.detach().double()
+    Z = Xd @ Wd.T
+    P = torch.softmax(Z, -1)
+    R = P - torch.nn.functional.one_hot(y, Wd.shape[0]).double()
+    G = (R.T @ Xd / N).reshape(-1)
+    u, u32 = 2.0**-11, 2.0**-24
+    dz = u * Z.abs() + d * u32 * (Xd.abs() @ Wd.abs().T)
+    dP = 2 * P * dz.max(-1, keepdim=True).values
+    bound = (u * G.abs() + (((u * R.abs() + dP).T @ Xd.abs()) / N + u32 * (R.abs().T @ Xd.abs())).reshape(-1))
+
+    def error() -> torch.Tensor:
+        with post.running():
+            _, grad = post.loss_and_grad(post.w_star.unsqueeze(0), (X, y), shared_batch=True)
+        return (grad[0].double() - G).abs()
+
+    scaled = error()
+    assert (scaled <= bound).all(), float((scaled / bound).max())
+    monkeypatch.setattr(posterior_mod, "LOSS_SCALE_INIT", 1.0)
+    unscaled = error()
+    assert float((unscaled > bound).double().mean()) > 0.01
+    assert unscaled.norm() > 4 * scaled.norm()
+
+
+def test_fp16_loss_scale_backs_off_on_overflow_and_the_step_goes_on():
+    """ℓ(w) = (w·x)² at w = 1, x = 100: ∂ℓ/∂w = 2wx² = 2·10⁴, so scale·2·10⁴ overflows fp16
+    (max 65504) for every scale ≥ 4: from 2¹⁶ the scale is halved (and the gradient recomputed)
+    down to 2, where the gradient is exact (20000 is an fp16 number). The step proceeds, no chain
+    diverges, and a chain's scale is its own (both chains end at 2 whatever the worker count)."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    X, y = torch.full((1, 1), 100.0), torch.zeros(1)
+    sq = lambda out, batch: (out[:, 0] - batch[1]) ** 2  # noqa: E731
+    cfg = SamplerConfig(chains=2, draws=1, batch_size=None, nbeta=1.0, gamma=1.0, epsilon=1e-12, precision="fp16")
+    post = LocalizedPosterior(model, sq, (X, y), cfg, model_input=lambda b: (b[0],), init_loss=1e4)
+    state = post.start()
+    assert state.loss_scale.tolist() == [2.0**16] * 2
+    with post.running():
+        post.advance(state, 1)
+        loss, grad = post.loss_and_grad(state.W, (X, y), shared_batch=True)
+    assert state.loss_scale.tolist() == [2.0, 2.0] and state.scale_streak.tolist() == [0, 0]
+    assert grad[:, 0].tolist() == pytest.approx([2e4, 2e4], rel=1e-6) and torch.isfinite(state.W).all()
+    post.check(state)  # no divergence reported
+
+
+def test_fp16_loss_scale_grows_after_an_interval_of_finite_steps(monkeypatch):
+    """GradScaler's growth rule, per chain: a scale doubles after LOSS_SCALE_GROWTH_INTERVAL finite
+    steps in a row (the interval shortened to 3 here); an overflow restarts the count."""
+    from spectro.nn.precision import grow_loss_scales
+
+    monkeypatch.setattr(precision_mod, "LOSS_SCALE_GROWTH_INTERVAL", 3)
+    scale, streak = torch.tensor([4.0, 4.0]), torch.tensor([0, 0])
+    for overflowed in ([False, False], [False, True], [False, False], [False, False]):
+        grow_loss_scales(scale, streak, torch.tensor(overflowed))
+    assert scale.tolist() == [8.0, 4.0] and streak.tolist() == [1, 2]
 
 
 def test_step_below_the_master_resolution_warns_with_the_fraction(monkeypatch):

@@ -153,6 +153,8 @@ class _LoopState:
     noise_gens: list[torch.Generator]
     data_gens: list[torch.Generator]
     init_loss: float = float("nan")  # L_n(w*), the reference of the health threshold
+    loss_scale: torch.Tensor | None = None  # [C] fp16 loss scales (None in fp32/bf16)
+    scale_streak: torch.Tensor | None = None  # [C] finite steps since each scale last changed
 
     def snapshot(self, posterior: "LocalizedPosterior") -> dict:
         cpu = lambda t: None if t is None else t.detach().to("cpu", copy=True)  # noqa: E731
@@ -164,6 +166,7 @@ class _LoopState:
             "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
             "noise_gens": [g.get_state() for g in self.noise_gens],
             "data_gens": [g.get_state() for g in self.data_gens],
+            "loss_scale": cpu(self.loss_scale), "scale_streak": cpu(self.scale_streak),
         }
 
     def restore(self, snap: dict, posterior: "LocalizedPosterior") -> None:
@@ -178,6 +181,8 @@ class _LoopState:
         self.step, self.pos = int(snap["step"]), int(snap["pos"])
         self.W, self.v, self.perm = on(snap["W"]), on(snap["v"]), on(snap["perm"])
         self.first_bad, self.bad_info = on(snap["first_bad"]), on(snap["bad_info"])
+        if snap.get("loss_scale") is not None:  # fp16 runs; snapshots from before loss scaling start afresh
+            self.loss_scale, self.scale_streak = on(snap["loss_scale"]), on(snap["scale_streak"])
         if len(snap["noise_gens"]) != len(self.noise_gens) or len(snap["data_gens"]) != len(self.data_gens):
             raise ValueError("sampler snapshot has a different number of random streams")
         for g, st in zip(self.noise_gens + self.data_gens, snap["noise_gens"] + snap["data_gens"]):

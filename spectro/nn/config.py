@@ -83,8 +83,9 @@ class SamplerConfig:
         precision: compute precision of the forward and backward, ``"fp32"`` (default: the model's
             own dtype, no cast), ``"bf16"`` or ``"fp16"`` (a low-precision copy of the frozen
             weights, free weights cast from the master on every call, loss upcast to
-            ``master_dtype``). Master weights, drift, noise, localization and RMSProp state stay in
-            ``master_dtype`` whatever the precision (docs/design.md §2, "Precision").
+            ``master_dtype``; fp16 backward on a per-chain loss scale, GradScaler's rule). Master
+            weights, drift, noise, localization and RMSProp state stay in ``master_dtype`` whatever
+            the precision (docs/design.md §2, "Precision").
         step: how the update after the gradient runs: ``"eager"`` (default: the kernels of
             :mod:`spectro.nn.kernels` one by one), ``"fused"`` (hand-fused, in place) or
             ``"compiled"`` (``torch.compile`` of the whole update, compiled once per block shape

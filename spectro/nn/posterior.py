@@ -21,8 +21,10 @@ once, the free views are cast to it inside each call (the cast is differentiable
 gradient arrives in the master dtype), floating model inputs are cast to it, and every floating
 tensor of the model output (a tensor, tuple, dict or Hugging Face ``ModelOutput``) is upcast to
 the master dtype before ``per_sample_loss``; per-sample losses, the update
-and every moment stay in the master dtype. A model stored in bf16/fp16 must be sampled with the
-matching precision (an error otherwise).
+and every moment stay in the master dtype. fp16 backpropagates each chain's loss times its own
+power-of-2 loss scale (carried in the loop state; halved and recomputed on overflow) so small
+gradients do not underflow. A model stored in bf16/fp16 must be sampled with the matching
+precision (an error otherwise).
 
 How chains are executed (``chain_mode``): ``"vmap"`` evaluates all chains of a worker in one
 ``torch.func.vmap`` (the GPU default: one kernel per op for all chains); ``"loop"`` calls the
@@ -85,7 +87,7 @@ from .kernels import (compiled_update, fused_update_, langevin_step, rmsprop_pre
                       step_terms)
 from .batches import Batch, _batch_size_of, _check_tensors, _default_model_input, _index, _index_chain, _mismatch_message, _slice
 from .memo import _FrozenMemo
-from .precision import check_precision, warn_lost_updates
+from .precision import LOSS_SCALE_INIT, LOSS_SCALE_MIN, check_precision, grow_loss_scales, warn_lost_updates
 from .restrictions import Restriction
 
 __all__ = [
@@ -115,6 +117,9 @@ _TERM_NAMES = ("gradient", "localization", "noise")
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     was = model.training
+    if not was:  # already in eval mode: skip the walk over every submodule (twice per step)
+        yield
+        return
     model.eval()
     try:
         yield
@@ -262,6 +267,7 @@ class LocalizedPosterior:
         check_precision(model, config)
         self.compute_dtype = low
         self.param_dtypes = [low if (low is not None and p.is_floating_point()) else p.dtype for _, p, _ in resolved]
+        self._one_cast = low is not None and all(dt == low for dt in self.param_dtypes)
         self.dim = sum(self.numels)
         md = config.master_dtype
         self.w_star = torch.cat([p.detach().to(dev, md).reshape(-1) for _, p, _ in resolved])
@@ -298,10 +304,14 @@ class LocalizedPosterior:
 
     def _call(self, flat: torch.Tensor, batch: Batch, module: nn.Module | None = None) -> torch.Tensor:
         """Per-sample-and-token losses [B, T] of one chain (``flat`` is [D]); T = 1 for [B] losses."""
-        parts = torch.split(flat, self.numels)
-        params = {
-            n: t.view(s).to(dt) for n, t, s, dt in zip(self.free_names, parts, self.shapes, self.param_dtypes)
-        }
+        if self._one_cast:  # one cast of the whole vector (forward and backward), then views
+            flat_c = flat.to(self.compute_dtype)
+            params = {n: t.view(s) for n, t, s in zip(self.free_names, torch.split(flat_c, self.numels), self.shapes)}
+        else:
+            parts = torch.split(flat, self.numels)
+            params = {
+                n: t.view(s).to(dt) for n, t, s, dt in zip(self.free_names, parts, self.shapes, self.param_dtypes)
+            }
         args = self.model_input(batch)
         args = args if isinstance(args, tuple) else (args,)
         low = self.compute_dtype
@@ -384,34 +394,65 @@ class LocalizedPosterior:
             self._memos, self._shells = [], []
 
     def _block_loss_and_grad(
-        self, worker: int, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None, shared_batch: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Losses [c] and gradients [c, D] of one block of chains (``weights`` [c, D])."""
+        self, worker: int, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None, shared_batch: bool,
+        scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Losses [c] and gradients [c, D] of one block of chains (``weights`` [c, D]).
+
+        ``scale`` [c] (fp16 only): per-chain loss scales; the backward runs on scale·L and the
+        gradient is divided by the scale in the master dtype (exact: powers of 2), so gradients of
+        small losses do not underflow fp16. A chain whose gradient overflows (finite loss, non-finite
+        gradient) has its scale halved and the block is recomputed, down to ``LOSS_SCALE_MIN``.
+        Returns (loss, grad, the scales used, which chains overflowed at their incoming scale)."""
         module = self._module(worker)
         self._set_context(worker, ("step",))
+        overflowed = None if scale is None else torch.zeros_like(scale, dtype=torch.bool)
         try:
-            with torch.enable_grad():
-                if self.chain_mode == "vmap":
-                    w = weights.detach().requires_grad_(True)
-                    bdim = None if shared_batch else 0
-                    wdim = None if (sample_weights is None or shared_batch) else 0
-                    f = lambda flat, b, sw: self._minibatch_loss(flat, b, sw, module)  # noqa: E731
-                    loss = vmap(f, in_dims=(0, bdim, wdim))(w, batch, sample_weights)
-                    (g,) = torch.autograd.grad(loss.sum(), w)
-                else:
-                    # one leaf per chain: indexing a stacked leaf would make every chain's
-                    # backward materialise (and sum) a zero-padded [c, D] gradient
-                    ws = [weights[i].detach().requires_grad_(True) for i in range(weights.shape[0])]
-                    losses = []
-                    for i, wi in enumerate(ws):
-                        b = batch if shared_batch else _index_chain(batch, i)
-                        sw = sample_weights if (sample_weights is None or shared_batch) else sample_weights[i]
-                        losses.append(self._minibatch_loss(wi, b, sw, module))
-                    loss = torch.stack(losses)
-                    g = torch.stack(torch.autograd.grad(loss.sum(), ws))
+            while True:
+                loss, g = self._block_backward(module, weights, batch, sample_weights, shared_batch, scale)
+                if scale is None:
+                    break
+                over = torch.isfinite(loss) & ~torch.isfinite(g).all(-1) & (scale > LOSS_SCALE_MIN)
+                if not bool(over.any()):  # a host sync: fp16 only (the recompute must be decided now)
+                    break
+                overflowed = overflowed | over
+                scale = torch.where(over, scale * 0.5, scale)
         finally:
             self._set_context(worker, None)
+        return loss, g, scale, overflowed
+
+    def _block_backward(
+        self, module: nn.Module, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None,
+        shared_batch: bool, scale: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.enable_grad():
+            if self.chain_mode == "vmap":
+                w = weights.detach().requires_grad_(True)
+                bdim = None if shared_batch else 0
+                wdim = None if (sample_weights is None or shared_batch) else 0
+                f = lambda flat, b, sw: self._minibatch_loss(flat, b, sw, module)  # noqa: E731
+                loss = vmap(f, in_dims=(0, bdim, wdim))(w, batch, sample_weights)
+                (g,) = torch.autograd.grad((loss if scale is None else loss * scale).sum(), w)
+            else:
+                # one leaf per chain: indexing a stacked leaf would make every chain's
+                # backward materialise (and sum) a zero-padded [c, D] gradient
+                ws = [weights[i].detach().requires_grad_(True) for i in range(weights.shape[0])]
+                losses = []
+                for i, wi in enumerate(ws):
+                    b = batch if shared_batch else _index_chain(batch, i)
+                    sw = sample_weights if (sample_weights is None or shared_batch) else sample_weights[i]
+                    losses.append(self._minibatch_loss(wi, b, sw, module))
+                loss = torch.stack(losses)
+                g = torch.stack(torch.autograd.grad((loss if scale is None else loss * scale).sum(), ws))
+        if scale is not None:
+            g = g / scale[:, None]
         return loss.detach(), g
+
+    def _initial_loss_scales(self, C: int) -> torch.Tensor | None:
+        """Per-chain fp16 loss scales [C] (master dtype), or None: bf16 has fp32's exponent range."""
+        if self.compute_dtype != torch.float16:
+            return None
+        return torch.full((C,), LOSS_SCALE_INIT, dtype=self.config.master_dtype, device=self.device)
 
     def loss_and_grad(
         self, weights: torch.Tensor, batch: Batch, sample_weights: torch.Tensor | None = None, *, shared_batch: bool = False
@@ -422,7 +463,8 @@ class LocalizedPosterior:
         see the same [B, ...] batch). ``sample_weights`` ([C, B], or [B] when shared) multiply
         the per-sample losses. One forward per chain (vmapped or looped, see ``chain_mode``),
         then one backward of Σ_c L_m(w_c) with respect to the stacked weights: chains are
-        independent, so row c of that gradient is ∇L_m(w_c).
+        independent, so row c of that gradient is ∇L_m(w_c). In fp16 each call starts from the
+        initial loss scale (sampling carries the scales from step to step instead).
         """
         C = weights.shape[0]
         loss = torch.empty(C, dtype=weights.dtype, device=weights.device)
@@ -431,7 +473,8 @@ class LocalizedPosterior:
         def work(k: int, sl: slice) -> None:
             b = batch if shared_batch else _slice(batch, sl)
             sw = sample_weights if (sample_weights is None or shared_batch) else sample_weights[sl]
-            loss[sl], grad[sl] = self._block_loss_and_grad(k, weights[sl], b, sw, shared_batch)
+            scale = self._initial_loss_scales(sl.stop - sl.start)
+            loss[sl], grad[sl], _, _ = self._block_loss_and_grad(k, weights[sl], b, sw, shared_batch, scale)
 
         with _eval_mode(self.model):
             self._run_blocks(work, C)
@@ -587,8 +630,10 @@ class LocalizedPosterior:
         data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
         first_bad = torch.full((C,), -1, dtype=torch.long, device=dev)
         bad_info = torch.zeros(C, 4, dtype=md, device=dev)  # loss, gradient, localization, noise norms
+        scale = self._initial_loss_scales(C)
+        streak = None if scale is None else torch.zeros(C, dtype=torch.long, device=dev)
         # pos = n forces a permutation draw at the first step
-        return _LoopState(0, W, v, None, n, first_bad, bad_info, noise_gens, data_gens, init_loss)
+        return _LoopState(0, W, v, None, n, first_bad, bad_info, noise_gens, data_gens, init_loss, scale, streak)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -651,12 +696,16 @@ class LocalizedPosterior:
         noise = torch.empty(C, D, dtype=md, device=dev)
         loss = torch.empty(C, dtype=md, device=dev)
         noise_gens = state.noise_gens
+        scales = state.loss_scale
+        overflowed = None if scales is None else torch.zeros(C, dtype=torch.bool, device=dev)
 
         def work(k: int, sl: slice) -> None:
             b = batch if shared else _slice(batch, sl)
             swk = sw if (sw is None or shared) else sw[sl]
-            lk, gk = self._block_loss_and_grad(k, W[sl], b, swk, shared)
+            lk, gk, sk, ok = self._block_loss_and_grad(k, W[sl], b, swk, shared, None if scales is None else scales[sl])
             loss[sl], G[sl] = lk, gk
+            if scales is not None:
+                scales[sl], overflowed[sl] = sk, ok
             for c in range(sl.start, sl.stop):
                 noise[c].normal_(generator=noise_gens[c])
             if cfg.step != "eager":  # the same update in one fused function (kernels.fused_update)
@@ -682,6 +731,8 @@ class LocalizedPosterior:
             W_new[sl] = langevin_step(W[sl], drift, eta, eps_k)
 
         self._run_blocks(work, C)
+        if scales is not None:
+            grow_loss_scales(scales, state.scale_streak, overflowed)
 
         # ---- health flag (on the device; the displacement norms only when needed)
         threshold = state.init_loss + cfg.max_loss_increase

@@ -16,7 +16,13 @@ from torch import nn
 from ..devices import cpu_bf16_fast
 from .config import SamplerConfig
 
-__all__ = ["check_precision", "lost_update_fraction", "warn_lost_updates"]
+__all__ = ["check_precision", "lost_update_fraction", "warn_lost_updates", "LOSS_SCALE_INIT", "LOSS_SCALE_GROWTH_INTERVAL",
+           "LOSS_SCALE_MIN", "grow_loss_scales"]
+
+# fp16 loss scaling (docs/design.md §2, "Precision"): torch.amp.GradScaler's defaults, one scale per chain.
+LOSS_SCALE_INIT = 2.0**16  # first scale of every chain
+LOSS_SCALE_GROWTH_INTERVAL = 2000  # finite steps in a row after which a chain's scale doubles
+LOSS_SCALE_MIN = 2.0**-24  # backoff stops here (a gradient that still overflows is reported as divergence)
 
 _LOW = (torch.bfloat16, torch.float16)
 _BF16_WARNED = False  # the slow-bf16-CPU warning was given in this process
@@ -76,3 +82,14 @@ def warn_lost_updates(w_free: torch.Tensor, config: SamplerConfig) -> None:
             "move; raise epsilon or use master_dtype=float64",
             stacklevel=3,
         )
+
+
+def grow_loss_scales(scale: torch.Tensor, streak: torch.Tensor, overflowed: torch.Tensor) -> None:
+    """Update fp16 loss scales after a step, in place and without a host sync: a chain whose
+    first backward overflowed (its scale was already halved and the gradient recomputed) restarts
+    its streak; a chain with ``LOSS_SCALE_GROWTH_INTERVAL`` finite steps in a row doubles its scale
+    (torch.amp.GradScaler's rule, per chain)."""
+    streak.copy_(torch.where(overflowed, torch.zeros_like(streak), streak + 1))
+    grow = streak >= LOSS_SCALE_GROWTH_INTERVAL
+    scale.copy_(torch.where(grow, scale * 2, scale))
+    streak.copy_(torch.where(grow, torch.zeros_like(streak), streak))
