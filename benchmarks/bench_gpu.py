@@ -7,23 +7,25 @@ Run on a GPU machine (writes a JSON record with ``--json``)::
 
 Sections (each prints its numbers and goes into the JSON record):
 
-1. ``matmul``: the device's dense matmul rate (fp32, TF32 and bf16 4096² matmuls), the
+1. ``matmul``: the device's dense matmul rate (fp32, TF32, bf16 and fp16 4096² matmuls; CPU: fp32, bf16), the
    yardstick for the achieved FLOP rates below.
 2. ``nn_throughput``: SGLD steps of spectro's vmapped chains on the 2-layer attention-only
    transformer of ``experiments/train_transformer.py`` (2.66M parameters, context 128,
-   minibatch 32), for chains ∈ {4, 16, 64} × {full model, one layer-1 head} × {fp32, bf16
-   model with fp32 master weights}: steps/s, chain-tokens/s and the achieved FLOP rate (FLOPs
+   minibatch 32), for chains ∈ {4, 16, 64} × {full model, one layer-1 head} × {fp32, bf16 and
+   (CUDA) fp16 model with fp32 master weights}: steps/s, chain-tokens/s and the achieved FLOP rate (FLOPs
    of one step from ``torch.utils.flop_counter``, × chains) as a fraction of the matmul rate.
 3. ``vs_devinterp``: the job of ``benchmarks/bench_vs_devinterp.py`` (4 head restrictions +
    full, 4 chains × 100 draws, per-token susceptibilities of 1008 probe tokens) with both
    devinterp 2.0.1 and spectro sampling on the device: wall times, ``ratio`` = devinterp /
-   spectro, and the statistical agreement verdict of that script (same criterion).
+   spectro, and the statistical agreement verdict of that script (same criterion), for spectro
+   in fp32 (the record's top-level figures), bf16 and (CUDA) fp16 against one devinterp run.
 4. ``ising``: the torch checkerboard Metropolis backend on the device against the numba
    backend on the host CPU, 128×128 walled lattice: spin updates per second and the ratio.
 5. ``device_vs_cpu``: a small ``spectro nn run`` job (builtin:tiny) sampled on the device and
    on the CPU. The random streams differ between devices, so the check is statistical:
    z = (χ_dev − χ_cpu)/√(se_dev² + se_cpu²) per entry; ``agree`` iff mean z² ≤ 1.5·ν/(ν−2)
-   and no |z| > 5 (ν from the batch means, as in bench_vs_devinterp). Also the bf16 model.
+   and no |z| > 5 (ν from the batch means, as in bench_vs_devinterp). Also the bf16 model (and
+   on CUDA the fp16 model, with loss scaling).
 
 Without CUDA, ``--device cuda`` stops with a one-line message and exit status 2.
 """
@@ -35,6 +37,7 @@ import os
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import platform
@@ -73,8 +76,9 @@ def timed(fn, device: torch.device, min_seconds: float = 0.5, max_reps: int = 50
 def matmul_rates(device: torch.device, quick: bool) -> dict[str, float]:
     n = 1024 if quick else 4096
     out = {}
-    for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("bf16", torch.bfloat16, False)):
-        if device.type == "cpu" and name == "tf32":
+    for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("bf16", torch.bfloat16, False),
+                              ("fp16", torch.float16, False)):
+        if device.type == "cpu" and name in ("tf32", "fp16"):  # no TF32 on a CPU; fp16 there is a slow fallback
             continue
         torch.backends.cuda.matmul.allow_tf32 = tf32
         a = torch.randn(n, n, device=device, dtype=dtype)
@@ -98,15 +102,16 @@ def nn_throughput(device: torch.device, quick: bool, peak: dict[str, float]) -> 
     n, batch = 1024, (8 if quick else 32)
     data = torch.randint(1, mcfg.vocab_size, (n, mcfg.n_ctx))
     rows = []
-    for dtype_name in ("float32", "bfloat16"):
-        m = model if dtype_name == "float32" else AttentionOnlyTransformer(mcfg).to(torch.bfloat16)
+    low = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+    for dtype_name in ("float32", "bfloat16") + (("float16",) if device.type == "cuda" else ()):
+        m = model if dtype_name == "float32" else AttentionOnlyTransformer(mcfg).to(low[dtype_name])
         if dtype_name != "float32":
-            m.load_state_dict({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()})
+            m.load_state_dict({k: v.to(low[dtype_name]) for k, v in model.state_dict().items()})
         for comp in ("full", "l1h0"):
             restriction = None if comp == "full" else head_restriction(m, 1, 0)
             for chains in ((2, 4) if quick else (4, 16, 64)):
                 steps = 3 if quick else 20
-                prec = "bf16" if dtype_name == "bfloat16" else "fp32"  # a bf16-stored model needs bf16 compute
+                prec = {"bfloat16": "bf16", "float16": "fp16"}.get(dtype_name, "fp32")  # stored low needs that compute
                 cfg = SamplerConfig(epsilon=1e-4, gamma=1000.0, nbeta=100.0, chains=chains, draws=steps, batch_size=batch,
                                     device=str(device), health_every=steps, precision=prec)
                 post = LocalizedPosterior(m, next_token_loss, data, cfg, restriction, chain_mode="vmap")
@@ -120,7 +125,7 @@ def nn_throughput(device: torch.device, quick: bool, peak: dict[str, float]) -> 
                 with FlopCounterMode(display=False) as fc:
                     LocalizedPosterior(m, next_token_loss, data, one, restriction, chain_mode="vmap").sample()
                 flops = fc.get_total_flops() * chains
-                ref = peak.get("bf16" if dtype_name == "bfloat16" else "tf32", peak["fp32"])
+                ref = peak.get({"bfloat16": "bf16", "float16": "fp16"}.get(dtype_name, "tf32"), peak["fp32"])
                 rows.append({
                     "dtype": dtype_name, "component": comp, "chains": chains, "steps_per_s": 1.0 / sec,
                     "chain_tokens_per_s": chains * batch * mcfg.n_ctx / sec,
@@ -152,15 +157,22 @@ def vs_devinterp(device: torch.device, quick: bool) -> dict:
         sync(device)
         t_d = time.perf_counter() - t0
         chi_dd, se_d, ref, dof_d = b.devinterp_with_errors(paths, job.components, job.n_batches)
-        b.forget_cached_init_loss()
-        t0 = time.perf_counter()
-        chi_s, se_s, ph_s, res_s = b.run_spectro(setup, job, ref)
-        sync(device)
-        t_s = time.perf_counter() - t0
-    dof_s = np.stack([res_s[c].dof[0] for c in job.components])
-    ok, rows = b.agreement(chi_s, se_s, chi_dd, se_d, b.welch_dof(se_s, dof_s, se_d, dof_d))
-    out = {"devinterp_s": t_d, "spectro_s": t_s, "ratio": t_d / t_s, "agree": ok, "per_component": rows}
-    print(f"  devinterp {t_d:.1f} s, spectro {t_s:.1f} s -> ratio {t_d / t_s:.2f}; agree: {'yes' if ok else 'no'}")
+        out: dict = {"devinterp_s": t_d}
+        for precision in ("fp32", "bf16") + (("fp16",) if device.type == "cuda" else ()):
+            b.forget_cached_init_loss()
+            pjob = dataclasses.replace(job, precision=precision)
+            t0 = time.perf_counter()
+            chi_s, se_s, ph_s, res_s = b.run_spectro(setup, pjob, ref)
+            sync(device)
+            t_s = time.perf_counter() - t0
+            dof_s = np.stack([res_s[c].dof[0] for c in job.components])
+            ok, rows = b.agreement(chi_s, se_s, chi_dd, se_d, b.welch_dof(se_s, dof_s, se_d, dof_d))
+            res = {"spectro_s": t_s, "ratio": t_d / t_s, "agree": ok, "per_component": rows}
+            if precision == "fp32":  # the record's top-level figures stay fp32's
+                out.update(res)
+            out[precision] = res
+            print(f"  devinterp {t_d:.1f} s (fp32), spectro {precision} {t_s:.1f} s -> ratio {t_d / t_s:.2f}; "
+                  f"agree: {'yes' if ok else 'no'}", flush=True)
     return out
 
 
@@ -202,18 +214,21 @@ def device_vs_cpu(device: torch.device, quick: bool, workdir: Path) -> dict:
         "export": {"devinterp": False},
     }
     runs = {}
-    for name, dev, dtype in (("cpu", "cpu", None), ("device", str(device), None), ("device_bf16", str(device), "bfloat16")):
+    variants = [("cpu", "cpu", None), ("device", str(device), None), ("device_bf16", str(device), "bfloat16")]
+    if device.type == "cuda":
+        variants.append(("device_fp16", str(device), "float16"))
+    for name, dev, dtype in variants:
         cfg = json.loads(json.dumps(base))
         cfg["sampler"]["device"] = dev
         if dtype:
             cfg["model"]["dtype"] = dtype
-            cfg["sampler"]["precision"] = "bf16"
+            cfg["sampler"]["precision"] = {"bfloat16": "bf16", "float16": "fp16"}[dtype]
         t0 = time.perf_counter()
         out = run_job(cfg, workdir / name, overwrite=True, progress=False, log=lambda m: None)
         runs[name] = (Susceptibility.load(out / "chi_l1h0.npz"), time.perf_counter() - t0)
     res = {}
     cpu = runs["cpu"][0]
-    for name in ("device", "device_bf16"):
+    for name in [v[0] for v in variants[1:]]:
         r = runs[name][0]
         z = (r.chi - cpu.chi) / np.sqrt(r.stderr**2 + cpu.stderr**2)
         nu = max(float(np.median((r.stderr**2 + cpu.stderr**2) ** 2 / (r.stderr**4 / r.dof + cpu.stderr**4 / cpu.dof))), 3.0)

@@ -40,3 +40,14 @@ def test_dry_run_device_vs_cpu_section(tmp_path):
 def test_without_cuda_the_script_says_so():
     p = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "no CUDA device" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow  # ≈ 40 s: devinterp and spectro (fp32, bf16) on the quick job
+def test_dry_run_vs_devinterp_section_in_each_precision(tmp_path):
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "vs_devinterp", "--json",
+                        str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads(out.read_text())["vs_devinterp"]
+    assert rec["fp32"]["agree"] and rec["bf16"]["agree"] and "fp16" not in rec  # fp16 is a CUDA-only row
+    assert rec["ratio"] == rec["fp32"]["ratio"] > 0 and rec["bf16"]["spectro_s"] > 0
