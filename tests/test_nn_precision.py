@@ -177,7 +177,8 @@ def test_fp16_gradient_is_loss_scaled_so_small_gradients_do_not_underflow(monkey
     assert unscaled.norm() > 4 * scaled.norm()
 
 
-def test_fp16_loss_scale_backs_off_on_overflow_and_the_step_goes_on():
+@pytest.mark.parametrize("chain_mode, workers", [("vmap", 1), ("loop", 1), ("loop", 2)])
+def test_fp16_loss_scale_backs_off_on_overflow_and_the_step_goes_on(chain_mode, workers):
     """ℓ(w) = (w·x)² at w = 1, x = 100: ∂ℓ/∂w = 2wx² = 2·10⁴, so scale·2·10⁴ overflows fp16
     (max 65504) for every scale ≥ 4: from 2¹⁶ the scale is halved (and the gradient recomputed)
     down to 2, where the gradient is exact (20000 is an fp16 number). The step proceeds, no chain
@@ -188,7 +189,8 @@ def test_fp16_loss_scale_backs_off_on_overflow_and_the_step_goes_on():
     X, y = torch.full((1, 1), 100.0), torch.zeros(1)
     sq = lambda out, batch: (out[:, 0] - batch[1]) ** 2  # noqa: E731
     cfg = SamplerConfig(chains=2, draws=1, batch_size=None, nbeta=1.0, gamma=1.0, epsilon=1e-12, precision="fp16")
-    post = LocalizedPosterior(model, sq, (X, y), cfg, model_input=lambda b: (b[0],), init_loss=1e4)
+    post = LocalizedPosterior(model, sq, (X, y), cfg, model_input=lambda b: (b[0],), init_loss=1e4,
+                              chain_mode=chain_mode, workers=workers)
     state = post.start()
     assert state.loss_scale.tolist() == [2.0**16] * 2
     with post.running():
