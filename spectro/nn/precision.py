@@ -2,7 +2,7 @@
 
 The update itself always runs on master weights in ``config.master_dtype``; these checks refuse
 a model stored in a dtype that contradicts ``config.precision``, refuse fp16 where this CPU's
-torch cannot run it, warn (once per process) when bf16 is asked of a CPU without bf16 matmul
+torch cannot run it, warn (once per process) when bf16 or fp16 is asked of a CPU without such
 instructions, and warn when the step is too small for the master dtype to register.
 """
 
@@ -13,7 +13,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..devices import cpu_bf16_fast
+from ..devices import cpu_bf16_fast, cpu_fp16_fast
 from .config import SamplerConfig
 
 __all__ = ["check_precision", "lost_update_fraction", "warn_lost_updates", "LOSS_SCALE_INIT", "LOSS_SCALE_GROWTH_INTERVAL",
@@ -26,13 +26,14 @@ LOSS_SCALE_MIN = 2.0**-24  # backoff stops here (a gradient that still overflows
 
 _LOW = (torch.bfloat16, torch.float16)
 _BF16_WARNED = False  # the slow-bf16-CPU warning was given in this process
+_FP16_WARNED = False  # likewise for fp16
 
 
 def check_precision(model: nn.Module, config: SamplerConfig) -> None:
     """Raise ValueError when the model's stored dtype contradicts ``config.precision``, or fp16
     is requested on a CPU where torch cannot run an fp16 matmul and its backward. Warn (once per
-    process: a job builds one posterior per restriction) when bf16 is requested on a CPU without
-    bf16 matmul instructions (/proc/cpuinfo), where it is slower than fp32."""
+    process: a job builds one posterior per restriction) when bf16 or fp16 is requested on a CPU
+    without bf16 / fp16 instructions (/proc/cpuinfo), where it is slower than fp32."""
     low = config.compute_dtype
     stored = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype in _LOW}
     if stored - {low}:
@@ -44,7 +45,13 @@ def check_precision(model: nn.Module, config: SamplerConfig) -> None:
         )
     if low == torch.float16 and torch.device(config.device).type == "cpu" and not _cpu_runs_fp16():
         raise ValueError("precision='fp16': torch cannot run an fp16 matmul on this CPU; use precision='bf16' or 'fp32'")
-    global _BF16_WARNED
+    global _BF16_WARNED, _FP16_WARNED
+    if low == torch.float16 and torch.device(config.device).type == "cpu" and not _FP16_WARNED and cpu_fp16_fast() is False:
+        _FP16_WARNED = True
+        warnings.warn("precision='fp16': this CPU has no fp16 arithmetic instructions (no avx512_fp16, amx_fp16 or "
+                      "asimdhp in /proc/cpuinfo), so torch runs fp16 matmuls through a slow fallback, far slower than "
+                      "fp32; use precision='fp32' (or 'bf16' where the CPU has bf16 instructions) on this machine",
+                      UserWarning, stacklevel=3)
     if low == torch.bfloat16 and torch.device(config.device).type == "cpu" and not _BF16_WARNED and cpu_bf16_fast() is False:
         _BF16_WARNED = True
         warnings.warn("precision='bf16': this CPU has no bf16 matmul instructions (no amx_bf16 or avx512_bf16 in "
