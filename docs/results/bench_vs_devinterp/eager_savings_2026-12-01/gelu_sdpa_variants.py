@@ -1,9 +1,9 @@
 import sys, time, warnings, copy
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[4] / "benchmarks"))
 import torch
 import bench_vs_devinterp as bench
 from spectro.nn import LocalizedPosterior, SamplerConfig
-from transformers.activations import NewGELUActivation, GELUTanh
+from transformers.activations import GELUTanh
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 job = bench.Job(components=["l0h1"], draws=20, n_train=512, train_steps=25)

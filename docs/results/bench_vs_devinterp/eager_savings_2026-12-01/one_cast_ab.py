@@ -1,5 +1,5 @@
 import sys, time, warnings, contextlib, statistics
-sys.path.insert(0, "/work/main/benchmarks")
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[4] / "benchmarks"))
 import torch
 import bench_vs_devinterp as bench
 import spectro.nn.posterior as P
