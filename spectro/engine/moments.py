@@ -41,6 +41,8 @@ class MomentError(ValueError):
 _CHAIN_KEYS = ("n", "sa", "sb", "saa", "sbb", "sab", "saab", "sabb", "saabb", "shift_a", "shift_b", "started")
 _BATCH_KEYS = ("bn", "bsa", "bsb", "bsab")
 _COUNT_KEYS = ("bad_a", "bad_b")  # non-finite counts [C, m], [C, k]
+_OBSERVABLE_AXIS = {"sa": 1, "saa": 1, "sab": 1, "saab": 1, "sabb": 1, "saabb": 1, "shift_a": 1, "bad_a": 1,
+                    "bsa": 2, "bsab": 2}  # where the φ index sits in each tensor that has one
 DEFAULT_SERIES_BUDGET_MB = 256.0
 MAX_SERIES_POINTS = 4096  # per chain: Geyer on 4,096 batch means loses nothing against per-draw points
 MIN_BATCHES = 8
@@ -227,6 +229,18 @@ class MomentAccumulator:
         for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS:
             setattr(out, key, getattr(self, key)[chains].clone())
         out.n_chains = int(out.n.shape[0])
+        return out
+
+    def select_observables(self, rows: list[int]) -> "MomentAccumulator":
+        """A copy holding only the observable ``rows`` (every φ-indexed sum; ψ sums unchanged)."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.n.device)
+        out = MomentAccumulator.__new__(MomentAccumulator)
+        out.__dict__.update({k: v for k, v in self.__dict__.items() if not isinstance(v, torch.Tensor)})
+        for key in _CHAIN_KEYS + _BATCH_KEYS + _COUNT_KEYS:
+            t = getattr(self, key)
+            axis = _OBSERVABLE_AXIS.get(key)
+            setattr(out, key, t.clone() if axis is None else t.index_select(axis, idx))
+        out.n_observables = len(rows)
         return out
 
     @classmethod

@@ -581,14 +581,16 @@ def _mixed_rows(component: MomentAccumulator, full: MomentAccumulator, observabl
         raise ValueError(f"rows must index the {m} observables, got {rows}")
     kw = dict(observable_axis=observable_axis, field_axis=field_axis, estimator=estimator)
     plain = estimate_susceptibility(component, -1.0, observables, fields, meta, **kw)
-    if rows:
-        baker = component_susceptibility_estimate(component, full, observables, fields, meta, **kw)
+    if rows:  # Baker's estimator on those rows only (an accumulator of just them)
+        names = None if plain.observables is None else [plain.observables[r] for r in rows]
+        baker = component_susceptibility_estimate(component.select_observables(rows), full, names, fields, meta,
+                                                  field_axis=field_axis, estimator=estimator)
         for name in ROW_ARRAYS:
             mine, theirs = getattr(plain, name), getattr(baker, name)
             if mine is None or theirs is None:  # split-chain noise needs two chains in both runs
                 setattr(plain, name, None)
                 continue
-            mine[rows] = theirs[rows]
+            mine[rows] = theirs
         plain.meta["full_run_variance_share"] = baker.meta["full_run_variance_share"]
     ax = plain.observable_axis
     kinds = ["baker2025" if i in rows else "cov" for i in range(m)]
