@@ -201,6 +201,7 @@ def _skip_without_fp16(precision: str) -> None:
         pytest.skip("this torch build cannot run fp16 matmuls on the CPU")
 
 
+@pytest.mark.filterwarnings("ignore:precision='fp16'.*:UserWarning")  # fp16 on this CPU is slow: a warning, tested elsewhere
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_compute_matches_exact_gaussian_posterior(precision):
     """precision="bf16" or "fp16" (forward and backward in that dtype, fp16 with loss scaling;
@@ -218,6 +219,7 @@ def test_low_precision_compute_matches_exact_gaussian_posterior(precision):
     assert s["sampler"]["precision"] == precision
 
 
+@pytest.mark.filterwarnings("ignore:precision='fp16'.*:UserWarning")  # fp16 on this CPU is slow: a warning, tested elsewhere
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_low_precision_finite_difference_of_reweighted_data_matches_nbeta_chi(precision):
     """The finite-difference test above in bf16 / fp16 compute: (⟨φ⟩_{+h} − ⟨φ⟩_{−h})/(2h) under
