@@ -11,6 +11,15 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
 
+def _dry_run(tmp_path, *sections: str, timeout: int = 600) -> dict:
+    """Run bench_gpu.py --device cpu --quick on ``sections``; return its JSON record."""
+    out = tmp_path / "gpu.json"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", *sections, "--json", str(out)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
 @pytest.mark.slow  # 26 s of benchmark harness: keeps the default run under 10 minutes on 2 cores
 def test_dry_run_on_cpu_writes_a_complete_record(tmp_path):
     out = tmp_path / "gpu.json"
@@ -27,11 +36,7 @@ def test_dry_run_on_cpu_writes_a_complete_record(tmp_path):
 
 @pytest.mark.slow
 def test_dry_run_device_vs_cpu_section(tmp_path):
-    out = tmp_path / "gpu.json"
-    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "device_vs_cpu", "--json",
-                        str(out)], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    rec = json.loads(out.read_text())["device_vs_cpu"]
+    rec = _dry_run(tmp_path, "device_vs_cpu")["device_vs_cpu"]
     assert rec["device"]["max_abs_z"] == 0.0  # the same device: the same numbers
     assert rec["device_bf16"]["agree"]
 
@@ -44,10 +49,6 @@ def test_without_cuda_the_script_says_so():
 
 @pytest.mark.slow  # ≈ 40 s: devinterp and spectro (fp32, bf16) on the quick job
 def test_dry_run_vs_devinterp_section_in_each_precision(tmp_path):
-    out = tmp_path / "gpu.json"
-    p = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--sections", "vs_devinterp", "--json",
-                        str(out)], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    rec = json.loads(out.read_text())["vs_devinterp"]
+    rec = _dry_run(tmp_path, "vs_devinterp")["vs_devinterp"]
     assert rec["fp32"]["agree"] and rec["bf16"]["agree"] and "fp16" not in rec  # fp16 is a CUDA-only row
     assert rec["ratio"] == rec["fp32"]["ratio"] > 0 and rec["bf16"]["spectro_s"] > 0
