@@ -1,0 +1,440 @@
+#!/usr/bin/env python
+"""The pre-registered replication of docs/preregistration.md, one sub-command per stage.
+
+    python experiments/replication.py detect  --models runs/replication/models --seeds 101 102 103
+    python experiments/replication.py study   --models runs/replication/models --seed 101 --sgld-seed 0
+    python experiments/replication.py dataset --models runs/replication/models --seed 101
+    python experiments/replication.py decide
+
+Every stage writes its record under ``docs/results/replication/`` (``--records``) with the command,
+the machine and the seconds it took; job folders go to ``runs/replication/jobs/``. Stages are
+independent pieces that each finish within a session (docs/preregistration.md §8).
+
+* ``detect`` (§3, §5 b): the attention detector on repeated random sequences — per head induction
+  and previous-token scores ± stderr over sequences, the copying gain ± stderr — the detector's
+  induction heads I_m, and the mean-ablation baseline: per head, the increase of the second-copy
+  loss when the head's output z·W_O is replaced by its mean over held-out natural text. No
+  susceptibility code is used.
+* ``study`` (§4): one per-token job (Baker's restricted χ of every head + full) with the
+  pre-registered settings; the record keeps χ, its stderr, the covariance part and its stderr, the
+  offset part, E_C[φ], flags, R-hat/ESS summaries and the LLCs; the token table goes to a CSV.
+* ``dataset`` (§7): the independent dataset-level job (subset fields on other sequences).
+* ``decide`` (§6): S1, S2 and the baselines from the records, the decision and its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "docs" / "results" / "replication"
+
+# docs/preregistration.md §3-§4 (fixed before any record existed)
+DETECT_SEQS, DETECT_LEN, DETECT_SEED = 256, 50, 0
+INDUCTION_MIN, INDUCTION_LOWER_MIN = 0.10, 0.05
+ABLATION_WINDOWS_PER_DOMAIN = 16
+SETTINGS = {"epsilon": 3e-4, "gamma": 1000.0, "nbeta": 30.0, "batch_size": 8, "chains": 4, "draws": 100,
+            "burn_in": 20, "steps_per_draw": 2}
+PROBES = {"base": 16, "per_domain": 4, "split": "validation"}
+CONTEXT, TRAIN_SEQUENCES = 32, 256
+
+
+def machine() -> dict:
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    isa = sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma", "sse4")))
+    model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                  if l.startswith("model name")), platform.processor())
+    return {"cpu": model, "isa": isa, "logical_cpus": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def write_record(name: str, record: dict, records: Path) -> Path:
+    from spectro.io import write_json
+
+    records.mkdir(parents=True, exist_ok=True)
+    record = {"command": "python " + shlex.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+              "machine": machine(), **record}
+    path = records / name
+    write_json(path, record)
+    print(f"wrote {path}")
+    return path
+
+
+def final_checkpoint(models: Path, seed: int) -> Path:
+    steps = sorted((models / f"seed_{seed}" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    if not steps:
+        raise SystemExit(f"replication: no checkpoints under {models}/seed_{seed}")
+    return steps[-1]
+
+
+# ------------------------------------------------------------------ detect
+def head_outputs(model, tokens: torch.Tensor, ablate: dict[tuple[int, int], torch.Tensor] | None = None) -> tuple[torch.Tensor, list]:
+    """Logits with optional per-head output replacement, and each layer's per-head outputs [B, H, T, d].
+
+    ``ablate[(layer, head)] = o`` replaces that head's output z·W_O by ``o`` ([d] broadcast over
+    batch and positions) — mean ablation."""
+    x = model.residual_input(tokens)
+    outs = []
+    for l, block in enumerate(model.blocks):
+        attn = block.attn
+        pattern, v = attn.pattern(block.ln1(x))
+        z = torch.matmul(pattern, v)  # [B, H, T, e]
+        o = torch.einsum("bhte,hed->bhtd", z, attn.W_O)  # [B, H, T, d]
+        outs.append(o)
+        if ablate:
+            o = o.clone()
+            for (al, ah), mean in ablate.items():
+                if al == l:
+                    o[:, ah] = mean
+        x = x + o.sum(dim=1) + attn.b_O
+    logits = torch.matmul(model.ln_final(x), model.unembed.W_U) + model.unembed.b_U
+    return logits, outs
+
+
+def _mean_se(x: torch.Tensor) -> tuple[float, float]:
+    x = x.double()
+    return float(x.mean()), float(x.std(unbiased=True) / math.sqrt(x.numel()))
+
+
+@torch.no_grad()
+def detect_model(folder: Path, corpus: Path) -> dict:
+    from spectro.data import load_corpus
+    from spectro.models.attention_only import load_checkpoint, next_token_loss
+    from spectro.models.induction import induction_report, repeated_random_tokens
+    from spectro.models.training import TokenizedCorpus
+
+    model, tok, meta = load_checkpoint(folder)
+    model.eval()
+    cfg = model.cfg
+    L, H, T = cfg.n_layers, cfg.n_heads, DETECT_LEN
+    tokens = repeated_random_tokens(DETECT_SEQS, T, cfg.vocab_size, low=1, seed=DETECT_SEED)
+    # per-sequence scores, so that every score has a standard error over sequences
+    pats = model.attention_patterns(tokens)  # [L, B, H, S, S]
+    q = torch.arange(T, 2 * T)
+    ind_seq = pats[..., q, q - T + 1].mean(dim=-1)  # [L, B, H]
+    prev_seq = pats[..., q, q - 1].mean(dim=-1)
+    rep = induction_report(model, cfg.vocab_size, seq_len=T, n_seqs=DETECT_SEQS, seed=DETECT_SEED)
+    assert torch.allclose(rep.induction, ind_seq.mean(dim=1), atol=1e-6), "per-sequence scores disagree with the detector"
+    base_logits, _ = head_outputs(model, tokens)
+    loss = next_token_loss(base_logits, tokens)  # [B, 2T-1]
+    first, second = loss[:, : T - 1].mean(dim=1), loss[:, T:].mean(dim=1)
+    gain = _mean_se(first - second)
+    # mean ablation: each head's output replaced by its mean over held-out natural text
+    ds = load_corpus(corpus)
+    tc = TokenizedCorpus.from_datasets(ds, tok)
+    win = tc.eval_windows(cfg.n_ctx, ABLATION_WINDOWS_PER_DOMAIN, "validation")
+    natural = torch.cat([win[d] for d in sorted(win)])
+    _, outs = head_outputs(model, natural)
+    means = {(l, h): outs[l][:, h].mean(dim=(0, 1)) for l in range(L) for h in range(H)}
+    ablation = np.zeros((L, H)), np.zeros((L, H))
+    for l in range(L):
+        for h in range(H):
+            logits, _ = head_outputs(model, tokens, {(l, h): means[(l, h)]})
+            d = next_token_loss(logits, tokens)[:, T:].mean(dim=1) - second
+            ablation[0][l, h], ablation[1][l, h] = _mean_se(d)
+    ind_mean, ind_se = ind_seq.mean(dim=1).double(), ind_seq.double().std(dim=1) / math.sqrt(DETECT_SEQS)
+    prev_mean, prev_se = prev_seq.mean(dim=1).double(), prev_seq.double().std(dim=1) / math.sqrt(DETECT_SEQS)
+    heads = [f"l{l}h{h}" for l in range(L) for h in range(H)]
+    induction_heads = [heads[l * H + h] for l in range(L) for h in range(H)
+                       if ind_mean[l, h] >= INDUCTION_MIN and ind_mean[l, h] - 2 * ind_se[l, h] >= INDUCTION_LOWER_MIN]
+    return {"checkpoint": str(folder), "step": int(folder.name.split("_")[1]), "heads": heads,
+            "seq_len": T, "n_seqs": DETECT_SEQS, "uniform_baseline": rep.uniform_baseline,
+            "induction": ind_mean.flatten().tolist(), "induction_stderr": ind_se.flatten().tolist(),
+            "previous_token": prev_mean.flatten().tolist(), "previous_token_stderr": prev_se.flatten().tolist(),
+            "loss_first_copy": _mean_se(first), "loss_second_copy": _mean_se(second),
+            "copying_gain": gain[0], "copying_gain_stderr": gain[1],
+            "ablation_increase": ablation[0].flatten().tolist(), "ablation_increase_stderr": ablation[1].flatten().tolist(),
+            "ablation_reference": f"{len(natural)} held-out windows of {cfg.n_ctx} tokens ({ABLATION_WINDOWS_PER_DOMAIN} per domain)",
+            "induction_heads": induction_heads, "k": len(induction_heads),
+            "training_failure": not induction_heads,
+            "final_validation_mean": (json.loads((folder.parent.parent / "summary.json").read_text()).get("final_validation_mean")
+                                      if (folder.parent.parent / "summary.json").is_file() else None)}
+
+
+def cmd_detect(args) -> None:
+    t0 = time.perf_counter()
+    out = {}
+    for s in args.seeds:
+        folder = final_checkpoint(args.models, s)
+        print(f"detector: seed {s} ({folder})", flush=True)
+        out[f"seed_{s}"] = detect_model(folder, args.corpus)
+        r = out[f"seed_{s}"]
+        print(f"  induction heads {r['induction_heads']}  copying gain {r['copying_gain']:.2f} ± {r['copying_gain_stderr']:.2f}", flush=True)
+    write_record("detector.json", {"preregistration": "docs/preregistration.md §3, §5(b)", "models": out,
+                                   "seconds": time.perf_counter() - t0}, args.records)
+
+
+# ------------------------------------------------------------------ study / dataset jobs
+def job_config(checkpoint: Path, sgld_seed: int, corpus: Path, *, dataset: bool, draws: int) -> dict:
+    from spectro.jobs.nn_job import DEMO_CONFIG
+
+    import copy
+
+    cfg = copy.deepcopy(DEMO_CONFIG)
+    cfg["name"] = f"replication/{checkpoint.parent.parent.name}-{'dataset' if dataset else 'tokens'}-sgld{sgld_seed}"
+    cfg["description"] = "pre-registered replication (docs/preregistration.md)"
+    cfg["model"] = {"checkpoint": str(checkpoint.resolve())}
+    cfg["data"].update({"corpus": str(corpus.resolve()), "context": CONTEXT, "train_sequences": TRAIN_SEQUENCES})
+    cfg["probes"] = dict(PROBES)
+    if dataset:
+        cfg["probes"]["split"] = "train"
+        cfg["fields"] = ["subset"]
+    cfg["sampler"].update({**SETTINGS, "draws": draws, "seed": sgld_seed})
+    cfg["threads"] = 1
+    cfg["export"] = {"devinterp": True, "max_mb": 2048.0}
+    return cfg
+
+
+def run_job(cfg: dict, out: Path) -> None:
+    """Run the job through ``spectro run`` (the stable entry point: resume, locks, atomic commit)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cfg_path = out.parent / f"{out.name}.config.json"
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    cmd = [sys.executable, "-m", "spectro", "run", str(cfg_path), "--out", str(out)]
+    if (out / "summary.json").is_file():
+        print(f"{out}: finished job found, not re-run")
+        return
+    if out.exists():
+        cmd.append("--resume")
+    print("running:", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def study_record(folder: Path, label: str, records: Path) -> dict:
+    """The job's per-token arrays into ``records/<label>_tokens.npz``; summaries into the returned dict."""
+    from spectro.analysis.token_table import load_token_table
+
+    table = load_token_table(folder, draws=True)
+    summary = json.loads((folder / "summary.json").read_text())
+    arrays = {k: getattr(table, k) for k in ("chi", "stderr", "ess", "rhat", "offset", "offset_stderr", "cov_stderr",
+                                              "noise", "subset_chi", "subset_stderr", "subset_cov", "subset_cov_stderr",
+                                              "e_phi", "domain", "sample", "position", "token_id", "induction")
+              if getattr(table, k, None) is not None}
+    arrays["domain"] = np.asarray(table.domain).astype(str)  # strings, never object arrays (loadable without pickle)
+    arrays["cls"] = np.asarray(table.cls).astype(str)
+    arrays["components"] = np.asarray(table.components)
+    arrays["domains"] = np.asarray(table.domains)
+    records.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(records / f"{label}_tokens.npz", **arrays)
+    from spectro.engine import Susceptibility
+
+    reliable = {}
+    for c in table.components:  # share of flagged (token field, phi_C) entries per component
+        r = Susceptibility.load(folder / f"chi_{c}.npz")
+        i = r.observables.index("phi_C") if "phi_C" in r.observables else 0
+        tok = [a for a, f in enumerate(r.fields) if f.startswith("tok:")]
+        reliable[c] = float(np.mean(~r.reliable[i, tok])) if tok else None
+    comps = summary["components"]
+    return {"folder": str(folder), "tokens_file": f"{label}_tokens.npz", "components": list(table.components),
+            "n_tokens": int(table.chi.shape[0]), "domains": list(table.domains),
+            "base_loss_at_w_star": summary["run"]["base_loss_at_w_star"],
+            "flagged_share": reliable,
+            "per_component": {c: {k: comps[c].get(k) for k in ("llc", "llc_stderr", "llc_dof", "loss_trace_rhat", "init_loss",
+                                                              "chi_min_ess", "chi_median_ess", "chi_max_rhat", "chi_median_rhat",
+                                                              "chi_entries", "chi_unreliable", "chi_warning", "domains",
+                                                              "full_run_variance_share", "seconds", "chains", "draws")}
+                              for c in comps},
+            "run": summary["run"], "job_seconds": summary.get("seconds"), "versions": summary.get("versions")}
+
+
+def cmd_study(args, *, dataset: bool = False) -> None:
+    t0 = time.perf_counter()
+    ckpt = final_checkpoint(args.models, args.seed)
+    sgld = 100 if dataset else args.sgld_seed
+    label = f"seed_{args.seed}-{'dataset' if dataset else 'tokens'}-sgld{sgld}"
+    out = args.jobs / label
+    run_job(job_config(ckpt, sgld, args.corpus, dataset=dataset, draws=args.draws), out)
+    rec = study_record(out, label, args.records)
+    rec.update({"preregistration": "docs/preregistration.md §7" if dataset else "docs/preregistration.md §4",
+                "model_seed": args.seed, "sgld_seed": sgld, "settings": {**SETTINGS, "draws": args.draws},
+                "seconds": time.perf_counter() - t0})
+    write_record(f"{label}.json", rec, args.records)
+
+
+# ------------------------------------------------------------------ decide
+FLAG_LIMIT = 0.20  # §6: a case whose S1 entries are > 20 % flagged is not valid
+
+
+def _topk(values: np.ndarray, names: list[str], k: int) -> list[str]:
+    order = np.argsort(-np.asarray(values, dtype=np.float64), kind="stable")
+    return sorted(names[i] for i in order[:k])
+
+
+def _auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    pos, neg = score[positive], score[~positive]
+    if pos.size == 0 or neg.size == 0:
+        return None
+    return float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
+
+
+def _pc1_floor95(noise: np.ndarray, n: int = 200, seed: int = 0) -> float:
+    """95th percentile of PC1's explained ratio of the replicate noise, tokens bootstrapped (§4)."""
+    from spectro.analysis.principal_components import _explained
+
+    rng = np.random.default_rng(seed)
+    T = noise.shape[0]
+    return float(np.quantile([_explained(noise[rng.integers(0, T, T)], True)[0] for _ in range(n)], 0.95))
+
+
+def _load_tokens(records: Path, label: str) -> dict | None:
+    path = records / f"{label}_tokens.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def decide_model(records: Path, seed: int, det: dict) -> dict:
+    from spectro.analysis.principal_components import pca
+
+    heads = det["heads"]
+    layer1 = [h for h in heads if h.startswith("l1")]
+    I = sorted(det["induction_heads"])
+    k = len(I)
+    is_ind = np.asarray([h in I for h in layer1])
+    abl = dict(zip(heads, det["ablation_increase"]))
+    out = {"induction_heads": I, "k": k,
+           "baseline_b_ablation": {"top_k": _topk([abl[h] for h in layer1], layer1, k),
+                                   "auc": _auc(np.asarray([abl[h] for h in layer1]), is_ind)},
+           "baseline_c_random_probability": 1 / math.comb(len(layer1), k) if k else None, "seeds": {}}
+    out["baseline_b_ablation"]["recovers"] = out["baseline_b_ablation"]["top_k"] == I
+    cov = {}
+    for s in (0, 1):
+        label = f"seed_{seed}-tokens-sgld{s}"
+        t = _load_tokens(records, label)
+        rec_path = records / f"{label}.json"
+        if t is None or not rec_path.is_file():
+            continue
+        rec = json.loads(rec_path.read_text())
+        comps = [str(c) for c in t["components"]]
+        cols = [comps.index(h) for h in layer1]
+        chi = t["chi"]
+        offset = t["offset"]
+        x_cov = (chi - offset)[:, cols]
+        cov[s] = x_cov
+        p1 = pca(x_cov, names=layer1)
+        a = np.abs(p1.loadings[0])
+        all_cols = [comps.index(h) for h in heads]
+        p_all = pca(chi[:, all_cols], names=heads)
+        b2 = np.abs(p_all.loadings[1])
+        e_phi = t["e_phi"][cols]
+        flagged = float(np.mean([rec["flagged_share"][h] for h in layer1]))
+        # phi's reference: spectro's L_base(w*) vs devinterp's init-loss mean (training loss at w*)
+        c_ref = rec["base_loss_at_w_star"] - rec["per_component"]["full"]["init_loss"]
+        e_phi_all = t["e_phi"][cols]
+        gap = -offset[:, cols] / e_phi_all  # E_C[psi] - E_full[psi]
+        conv = {}
+        for name, shift in (("spectro", 0.0), ("devinterp", c_ref)):
+            chi_c = chi[:, cols] - shift * gap
+            off_c = -(e_phi_all + shift) * gap
+            pc_chi, pc_off = pca(chi_c, names=layer1), pca(off_c, names=layer1)
+            r = float(np.corrcoef(pc_chi.scores[:, 0], pc_off.scores[:, 0])[0, 1])
+            conv[name] = {"phi_shift": shift, "pc1_ratio_chi": float(pc_chi.explained_ratio[0]),
+                          "abs_r_pc1_scores_chi_vs_offset": abs(r),
+                          "median_var_offset_over_var_chi": float(np.median(off_c.var(axis=0) / chi_c.var(axis=0)))}
+        out["seeds"][str(s)] = {
+            "S1": {"pc1_ratio": float(p1.explained_ratio[0]), "loadings": dict(zip(layer1, p1.loadings[0].tolist())),
+                   "top_k": _topk(a, layer1, k), "auc": _auc(a, is_ind)},
+            "S2": {"pc2_loadings": dict(zip(heads, p_all.loadings[1].tolist())), "top_k": _topk(b2, heads, k),
+                   "pc_ratios": p_all.explained_ratio[:3].tolist()},
+            "baseline_a_e_phi": {"e_phi": dict(zip(layer1, e_phi.tolist())), "top_k": _topk(e_phi, layer1, k),
+                                 "auc": _auc(e_phi, is_ind)},
+            "flagged_share_layer1": flagged, "valid": flagged <= FLAG_LIMIT,
+            "phi_reference": conv,
+            "llc_full": [rec["per_component"]["full"]["llc"], rec["per_component"]["full"]["llc_stderr"]],
+        }
+    if len(cov) == 2:
+        floor = _pc1_floor95((cov[0] - cov[1]) / math.sqrt(2))
+        out["replicate_floor_pc1_95"] = floor
+        for s, e in out["seeds"].items():
+            e["S1"]["above_floor"] = e["S1"]["pc1_ratio"] > floor
+            e["S1"]["recovers"] = bool(e["valid"] and e["S1"]["above_floor"] and e["S1"]["top_k"] == I)
+            e["S2"]["recovers"] = e["S2"]["top_k"] == I
+            e["baseline_a_e_phi"]["recovers"] = e["baseline_a_e_phi"]["top_k"] == I
+    return out
+
+
+def cmd_decide(args) -> None:
+    det = json.loads((args.records / "detector.json").read_text())["models"]
+    models = {}
+    for key, d in det.items():
+        if d["training_failure"]:
+            continue
+        models[key] = decide_model(args.records, int(key.split("_")[1]), d)
+    cases = [(m, s, e) for m, r in models.items() for s, e in r["seeds"].items() if "recovers" in e["S1"]]
+    n_models = len(models)
+    complete = n_models >= 3 and len(cases) == 2 * n_models
+    s1 = sum(e["S1"]["recovers"] for _, _, e in cases)
+    s2 = sum(e["S2"]["recovers"] for _, _, e in cases)
+    a = sum(e["baseline_a_e_phi"]["recovers"] for _, _, e in cases)
+    b = sum(r["baseline_b_ablation"]["recovers"] for r in models.values())
+    if not complete:
+        verdict = f"incomplete: {n_models} models with induction heads, {len(cases)} of {2 * max(n_models, 3)} cases measured"
+    else:
+        ok = s1 == len(cases) and a < len(cases) and b < n_models
+        verdict = "H1 replicated" if ok else "H1 not replicated"
+    write_record("decision.json", {"preregistration": "docs/preregistration.md §6", "verdict": verdict,
+                                   "counts": {"S1": [s1, len(cases)], "S2_baker": [s2, len(cases)],
+                                              "baseline_a_e_phi": [a, len(cases)], "baseline_b_ablation": [b, n_models]},
+                                   "models": models}, args.records)
+    print(verdict)
+
+
+# ------------------------------------------------------------------ main
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=Path, default=RECORDS)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("detect")
+    d.add_argument("--models", type=Path, default=Path("runs/replication/models"))
+    d.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
+    d.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
+    for name in ("study", "dataset"):
+        s = sub.add_parser(name)
+        s.add_argument("--models", type=Path, default=Path("runs/replication/models"))
+        s.add_argument("--seed", type=int, required=True)
+        s.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
+        s.add_argument("--jobs", type=Path, default=Path("runs/replication/jobs"))
+        s.add_argument("--draws", type=int, default=SETTINGS["draws"])
+        if name == "study":
+            s.add_argument("--sgld-seed", type=int, required=True)
+    sub.add_parser("decide")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(1)
+    if args.cmd == "detect":
+        cmd_detect(args)
+    elif args.cmd == "study":
+        cmd_study(args)
+    elif args.cmd == "dataset":
+        cmd_study(args, dataset=True)
+    else:
+        cmd_decide(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
