@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .nn_config import ConfigError, _check_finite, _Table
+from .nn_config import ConfigError, _check_depth, _check_finite, _Table
 
 __all__ = ["IsingJobConfig", "SUMMARY_FORMAT", "MAP_KIND", "MAP_FILES", "run_map", "map_run_id", "map_folder",
            "remove_snapshots", "probe_count", "warn_unreliable"]
@@ -82,6 +82,7 @@ class IsingJobConfig:
 
     @classmethod
     def from_dict(cls, obj: Any) -> "IsingJobConfig":
+        _check_depth(obj, "config")
         _check_finite(obj, "")
         top = _Table(obj, "")
         top.allow("system", "name", "beta", "lattice", "probes", "sampler", "run")
