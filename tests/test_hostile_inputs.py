@@ -31,6 +31,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import spectro.outputs
 from spectro.jobs.cli import main
 from spectro.jobs.builtin import builtin_checkpoint
 from spectro.jobs.nn_job import ConfigError, JobConfig
@@ -462,7 +463,7 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     assert main(run) == 0
     (out / "mine.txt").write_text("keep")
     marker = json.loads((out / ".spectro-run.json").read_text())  # a forged list cannot make the user's file spectro's
-    marker["files"] += ["*", "mine.txt"]
+    marker["files"].update({"*": {"size": 0, "sha256": ""}, "mine.txt": spectro.outputs.file_record(out / "mine.txt")})
     (out / ".spectro-run.json").write_text(json.dumps(marker))
     before = (out / "chi_l0h1.npz").read_bytes()
     user_error(capsys, run, "--overwrite")

@@ -332,11 +332,13 @@ def cmd_ising_map(args) -> int:
         out = folder.path
         checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
         with _interrupt_hint(checkpoint):
-            s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
-                        checkpoint=checkpoint, world=world, config=IsingJobConfig.from_args(args).to_dict())
+            s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, folder.stage(),
+                        not args.no_progress, checkpoint=checkpoint, world=world,
+                        config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
-        folder.commit(MAP_FILES[:4])
+        snapshots = [os.path.relpath(checkpoint.file(r), out) for r in range(max(world.size, 1))]
+        folder.commit(quiet=snapshots)
         remove_snapshots(checkpoint, world.size)
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
@@ -384,10 +386,10 @@ def cmd_ising_demo(args) -> int:
         print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
         config = IsingJobConfig(height=64, width=64, beta=0.43, probe_size=4, chains=sampler.chains, seed=args.seed,
                                 sweeps=run.draws, name="ising-demo").to_dict()
-        s = run_map(big, 0.43, 4, None, sampler, run, out, progress, config=config,
+        s = run_map(big, 0.43, 4, None, sampler, run, folder.stage(), progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
-        write_json(out / "exact_check.json", check)
-        folder.commit(MAP_FILES)
+        write_json(folder.stage() / "exact_check.json", check)
+        folder.commit()
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
