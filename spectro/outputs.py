@@ -363,6 +363,8 @@ def remove_owned(folder: Path, marker: dict | None = None, *, keep_folder: bool 
         for p in owned_entries(folder, marker):
             remove_entry(p)
     kept = foreign_entries(folder, marker)
+    if marker.get("kind") in RESULT_KINDS:
+        _report_kept(folder, kept)
     (folder / MARKER).unlink(missing_ok=True)
     made = marker.get("made", True) if marker.get("kind") not in RESULT_KINDS else marker.get("made", False)
     if not keep_folder and made:
