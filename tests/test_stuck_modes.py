@@ -129,3 +129,43 @@ def test_format_1_files_get_flags_from_their_numbers(tmp_path):
     back = Susceptibility.load(old)
     assert back.flags[0, 1] & int(Flags.UNMIXED) and back.flags[1, 0] & int(Flags.NONFINITE)
     assert back.reliable.tolist() == [[True, False], [False, True]] and back.warning() is not None
+
+
+# ---------------------------------------------------------------------------- Ctrl-C during a long kernel call
+def test_ctrl_c_is_handled_while_a_kernel_call_runs(monkeypatch):
+    """A kernel call (or the JIT compilation of the kernels) is one long native call: Python runs
+    signal handlers only in the main thread between bytecodes, so Ctrl-C used to wait for it to
+    return (tens of seconds on a loaded machine). The kernels now run in a worker thread."""
+    import hashlib
+    import signal
+    import time
+
+    from spectro.ising.susceptibility import IsingSystem
+
+    blob = b"x" * (1 << 28)
+
+    def native(*a):  # a long native call that releases the GIL and never returns to Python meanwhile
+        for _ in range(8):
+            hashlib.sha256(blob).digest()
+
+    t0 = time.perf_counter()
+    native()
+    direct = time.perf_counter() - t0
+    lattice = walled_lattice(6, 6)
+    system = IsingSystem(lattice, 0.4, {"all": np.ones((6, 6), dtype=bool)}, SamplerConfig(chains=2))
+    monkeypatch.setattr(IsingSampler, "sweep", native)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        t0 = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            system.advance(10)
+        latency = time.perf_counter() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert latency < direct / 4, (latency, direct)  # without the worker thread: latency ≈ direct

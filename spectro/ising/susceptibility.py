@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -91,10 +92,10 @@ class IsingSystem(SystemBase):
         return block
 
     def advance(self, steps: int) -> None:
-        self.sampler.sweep(steps)
+        _responsive(self.sampler.sweep, steps)
 
     def draw(self, n: int, thin: int) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = self.sampler.sample_regions(self._masks_m, n, thin)  # [n, C, m + k + 1]
+        raw = _responsive(self.sampler.sample_regions, self._masks_m, n, thin)  # [n, C, m + k + 1]
         signs = np.sign(np.concatenate([self._last_sign[None, :], raw[..., -1]]))  # [n + 1, C]
         nonzero = [s[s != 0] for s in signs.T]  # M = 0 (even lattices) keeps the previous sign
         self._sign_changes += [int(np.count_nonzero(s[1:] != s[:-1])) for s in nonzero]
@@ -149,6 +150,36 @@ class IsingSystem(SystemBase):
             "sampler": asdict(self._global),
             "convention": _CONVENTION,
         }
+
+
+def _responsive(fn, *args):
+    """``fn(*args)`` in a worker thread while the main thread waits in short joins.
+
+    Python runs signal handlers only in the main thread, between bytecodes. A compiled kernel
+    call (a block of sweeps, and on a fresh install the JIT compilation of the parallel kernels
+    by LLVM) is one long native call; run in the main thread, Ctrl-C and SIGTERM wait for it to
+    return — tens of seconds on a loaded machine (issue 21). Here the main thread stays in
+    Python and raises KeyboardInterrupt / Terminated within ~50 ms; the kernels release the GIL
+    (``nogil``), and the abandoned worker (a daemon) dies with the process. The state it was
+    changing is never saved: snapshots are written only after a completed block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="spectro-ising-kernel", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def chamber_susceptibility(
