@@ -2,7 +2,7 @@
 
 The rule, shared by every command that writes (``ising chi --checkpoint``, ``ising map``,
 ``ising demo``, ``nn run``, ``nn demo``, ``run``) and by the job and snapshot code underneath
-(docs/design.md §7):
+(README, "Your files are safe"):
 
 * **Results folders** (kinds ``"ising-map"``, ``"nn-run"``) hold a marker :data:`MARKER`
   (``.spectro-run.json``, format ``spectro.run/2``): kind, creation time, command line, whether
