@@ -35,7 +35,6 @@ The rule, shared by every command that writes (``ising chi --checkpoint``, ``isi
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import fnmatch
 import hashlib

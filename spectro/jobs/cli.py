@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ising_job import (MAP_FILES, map_folder, map_run_id, probe_count, remove_snapshots, run_map,
+from .ising_job import (map_folder, map_run_id, probe_count, remove_snapshots, run_map,
                         warn_unreliable)
 
 __all__ = ["main", "UserError"]

@@ -39,11 +39,9 @@ and ``chi_map.png``.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
