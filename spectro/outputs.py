@@ -52,7 +52,7 @@ from typing import Any, Iterable, Iterator
 __all__ = [
     "MARKER", "JOURNAL", "KINDS", "RESULT_KINDS", "SNAPSHOT_FORMAT", "OutputError", "CommitRefused", "KeptFilesWarning",
     "Lock", "locked", "RunFolder", "resolve_target", "read_marker", "write_marker", "check_folder", "claim_folder",
-    "owned_files", "owned_entries", "foreign_entries", "remove_owned", "remove_entry", "make_parents", "remove_empty",
+    "owned_files", "owned_entries", "foreign_entries", "blocked_names", "remove_owned", "remove_entry", "make_parents", "remove_empty",
     "release_folder", "new_stage", "commit_results", "recover", "file_record", "check_snapshot_target", "save_snapshot",
     "load_snapshot", "load_result", "read_json_file", "nested", "run_id", "set_command",
 ]
