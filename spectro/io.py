@@ -2,12 +2,15 @@
 
 A result file is either the old one or the complete new one, never half; it gets the ordinary
 permissions of a new file (0666 minus the umask), not the private ones of a temporary file.
+A write that fails for lack of space (or another file-system error) is a one-line
+:class:`DiskError` naming the file (``no space left on the device``), the old file intact.
 JSON is strict (RFC 8259): NaN and ±Infinity become ``null``, and an object that held one gets
 a reason ``"why": "non-finite"`` (unless it already has a ``why``), see :func:`strict_json`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -16,7 +19,54 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text", "strict_json", "dumps"]
+__all__ = ["atomic_path", "write_json", "write_text", "strict_json", "dumps", "DiskError", "disk_errors"]
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskError(ValueError):
+    """Writing a file failed in the file system (no space left, read-only, I/O error): a
+    one-line user error naming the file (a ``ValueError``: exit 2 from the CLI)."""
+
+
+def _out_of_space(e: BaseException, folder: Path) -> bool:
+    """Whether ``e`` (raised while writing into ``folder``) comes from a full disk or quota:
+    its errno (or its cause's) says so, or a library's own error (torch's "file write failed")
+    met a file system with no free blocks left."""
+    for x in (e, e.__cause__, e.__context__):
+        if isinstance(x, OSError) and x.errno in _FULL:
+            return True
+    if "No space left" in str(e) or "write failed" in str(e):
+        try:
+            st = os.statvfs(folder)
+            return st.f_bavail * st.f_frsize < 1 << 20
+        except OSError:
+            return False
+    return False
+
+
+def _disk_error(e: BaseException, path: Path) -> DiskError | None:
+    """The DiskError for a failure to write ``path``, or None when ``e`` is not a file-system error."""
+    if _out_of_space(e, path.parent):
+        return DiskError(f"cannot write {path}: no space left on the device (free some space, or write elsewhere)")
+    if isinstance(e, OSError) and not isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)) \
+            and e.errno is not None:
+        return DiskError(f"cannot write {path}: {e.strerror or e}")
+    return None
+
+
+@contextmanager
+def disk_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a file-system failure while writing ``path`` (e.g. a zarr store) into a :class:`DiskError`."""
+    try:
+        yield
+    except DiskError:
+        raise
+    except Exception as e:  # noqa: BLE001 - libraries wrap OS errors in their own types
+        err = _disk_error(e, Path(path))
+        if err is None:
+            raise
+        raise err from e
 
 
 def _umask() -> int:
@@ -36,15 +86,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
+    with disk_errors(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, path)
+        with disk_errors(path):
+            yield tmp_path
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, 0o666 & ~_umask())
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -37,7 +37,7 @@ from .moments import MomentAccumulator
 
 __all__ = [
     "PooledMoments", "pooled_moments", "Susceptibility", "estimate_susceptibility",
-    "component_susceptibility_estimate", "environment_versions", "Flags", "RHAT_MAX",
+    "component_susceptibility_estimate", "environment_versions", "Flags", "RHAT_MAX", "inferred_flags",
 ]
 
 FORMAT = "spectro.susceptibility/3"
@@ -52,13 +52,16 @@ class Flags(enum.IntFlag):
 
     Few degrees of freedom are *not* a flag: they widen the t interval, which then covers
     (docs/calibration.md measured that flagging small-dof entries removes the entries whose
-    error bars came out large and keeps the overconfident ones). Bit 8 is unused.
+    error bars came out large and keeps the overconfident ones). Bit 8 is unused. STUCK is set
+    by a system that knows a symmetry its chains must traverse (the Ising system: the sign of
+    the magnetisation at zero field, docs/design.md §4).
     """
 
     NONFINITE = 1  # φ or ψ was NaN/±inf in some draw: the entry is not a number
     FROZEN = 2  # φ or ψ never changed within some chain: the sampler did not move
     UNMIXED = 4  # rank-normalised split R-hat > RHAT_MAX: chains or chain halves disagree
     FEW_POINTS = 16  # < 8 series points per chain: no autocorrelation estimate possible
+    STUCK = 32  # the chains did not cross between modes that symmetry makes equally likely
 
     @classmethod
     def reasons(cls, value: int) -> list[str]:
@@ -70,6 +73,8 @@ ADVICE = {
     Flags.FROZEN: "a chain never moved (step size too small, temperature too low, or a constant observable)",
     Flags.UNMIXED: f"R-hat > {RHAT_MAX}: chains disagree (more burn-in, more draws, or a larger step size)",
     Flags.FEW_POINTS: f"fewer than {MIN_POINTS_PER_CHAIN} draws/batches per chain (more draws, or a larger series budget)",
+    Flags.STUCK: "the chains stayed in their magnetisation modes (the sign of M almost never changed): the modes' "
+                 "weights were not sampled (use sampler swendsen-wang, more chains, or a higher temperature)",
 }
 
 
@@ -159,6 +164,31 @@ def entry_flags(pm: PooledMoments, rhat: np.ndarray, n_points: int) -> np.ndarra
     return f
 
 
+def inferred_flags(res: "Susceptibility") -> np.ndarray:
+    """:class:`Flags` for a result that carries none (a format /1 file, one built by hand),
+    computed from what it holds, never assumed clean: NONFINITE where χ, its stderr or a mean
+    of its observable or field is not finite; FROZEN where the ESS or R-hat is missing (not
+    finite) or the ESS is not positive (no evidence the chains moved); UNMIXED where R-hat >
+    :data:`RHAT_MAX`; FEW_POINTS everywhere when there are fewer than
+    :data:`MIN_POINTS_PER_CHAIN` draws per chain."""
+    shape = np.shape(res.chi)
+    arr = lambda x: np.broadcast_to(np.asarray(x, dtype=np.float64), shape)  # noqa: E731
+    f = np.zeros(shape, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arr(res.chi)) | ~np.isfinite(arr(res.stderr))
+        m, k = shape if len(shape) == 2 else (0, 0)
+        if np.shape(res.observable_mean) == (m,) and np.shape(res.field_mean) == (k,):
+            bad |= ~np.isfinite(np.asarray(res.observable_mean, dtype=np.float64))[:, None]
+            bad |= ~np.isfinite(np.asarray(res.field_mean, dtype=np.float64))[None, :]
+        ess, rhat = arr(res.ess), arr(res.rhat)
+        f |= np.where(bad, int(Flags.NONFINITE), 0)
+        f |= np.where(~np.isfinite(ess) | ~np.isfinite(rhat) | (ess <= 0), int(Flags.FROZEN), 0)
+        f |= np.where(rhat > RHAT_MAX, int(Flags.UNMIXED), 0)
+    if int(res.n_draws) < MIN_POINTS_PER_CHAIN:
+        f |= int(Flags.FEW_POINTS)
+    return f
+
+
 @dataclass
 class Susceptibility:
     """χ[i, a] = scale · Cov(φ_i, ψ_a) with uncertainty, for observables i and fields a.
@@ -211,8 +241,8 @@ class Susceptibility:
         shape = np.shape(self.chi)
         if self.dof is None:  # results built by hand or read from format /1: large-sample normal
             self.dof = np.full(shape, np.inf)
-        if self.flags is None:
-            self.flags = np.zeros(shape, dtype=np.int64)
+        if self.flags is None:  # a format /1 file or a result built by hand: judged by what it holds
+            self.flags = inferred_flags(self)
         self.dof = np.asarray(self.dof, dtype=np.float64)
         self.flags = np.asarray(self.flags, dtype=np.int64)
         self.observable_axis = _axis("observable", self.observable_axis, self.observables)

@@ -280,7 +280,7 @@ def _record(P, integ, box_region, box_rc, box_w, out_row):
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def run_checkerboard(
     bits, rng, periodic,
     use_table, cls, table, jl, jr, ju, jd, hf, beta, rule,
@@ -317,7 +317,7 @@ def run_checkerboard(
         rng[k, 3] = s3
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, nogil=True, cache=True)
 def run_swendsen_wang(
     bits, rng, periodic, t_right, t_down, parent, flip,
     n_draws, thin, box_region, box_rc, box_w, out, integ,

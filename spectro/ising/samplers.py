@@ -90,7 +90,7 @@ __all__ = [
 
 SAMPLERS = ("metropolis", "heatbath", "swendsen-wang")
 BACKENDS = ("auto", "numba", "torch")
-INITS = ("random", "up")
+INITS = ("dispersed", "random", "up")
 
 #: Use the acceptance table when the lattice has at most this many site classes (table size =
 #: classes * 32 * 8 bytes, 4 MiB at most; a table look-up is ~4x faster than exp even when the
@@ -111,8 +111,11 @@ _RULE_CODES = {"metropolis": 0, "heatbath": 1}
 class SamplerConfig:
     """How to sample. ``backend="auto"``: numba on CPU, torch on any other device (e.g. cuda).
 
-    ``seed`` is an integer in ``[0, 2**64)``; ``init="random"`` draws the initial spins from each
-    chain's own stream, ``"up"`` starts every chain from all +1. ``chain_offset``: local chain c
+    ``seed`` is an integer in ``[0, 2**64)``; ``init="dispersed"`` (default) starts global chains
+    0, 2, 4, … from all +1 and 1, 3, 5, … from all −1 — over-dispersed starts in both
+    magnetisation modes, as Gelman–Rubin diagnostics require (below T_c chains started alike can
+    all stay in one mode, and R-hat cannot see it: docs/design.md); ``"random"`` draws the
+    initial spins from each chain's own stream, ``"up"`` starts every chain from all +1. ``chain_offset``: local chain c
     is global chain ``chain_offset + c`` (its stream is keyed by ``chain_seed(seed, chain_offset + c)``), so a
     process owning chains [a, b) of a distributed run reproduces them exactly.
     """
@@ -122,7 +125,7 @@ class SamplerConfig:
     seed: int = 0
     backend: str = "auto"
     device: str = "cpu"
-    init: str = "random"
+    init: str = "dispersed"
     chain_offset: int = 0
 
     def __post_init__(self) -> None:
@@ -154,6 +157,13 @@ class SamplerConfig:
 # ================================================================================================
 # seeding and counter-based random numbers
 # ================================================================================================
+
+
+def _initial_signs(config: "SamplerConfig") -> np.ndarray:
+    """+1/−1 per local chain for the uniform starts: all +1 (``"up"``), or by the parity of the
+    global chain index (``"dispersed"``: even chains up, odd chains down)."""
+    c = config.chain_offset + np.arange(config.chains)
+    return np.ones(config.chains) if config.init == "up" else np.where(c % 2 == 0, 1.0, -1.0)
 
 
 def _splitmix64_mix(z: int) -> int:
@@ -398,7 +408,7 @@ class _NumbaBackend:
         if config.init == "random":
             _kernels.random_bits(self.bits, self.rng)
         else:
-            self.bits[:, 1:-1, 1:-1] = 1
+            self.bits[:, 1:-1, 1:-1] = (_initial_signs(config) > 0)[:, None, None]
         self._refresh_halo()
         self.integ = np.zeros((C, H + 1, W + 1), dtype=np.int32)
         if config.sampler == "swendsen-wang":
@@ -506,7 +516,8 @@ class _TorchBackend:
             bits = self._uniform_u32(stream=1) >> 31
             self.spins = (2.0 * bits - 1.0).to(torch.float64)
         else:
-            self.spins = torch.ones((C, H, W), **f64)
+            signs = torch.as_tensor(_initial_signs(config), **f64)
+            self.spins = signs[:, None, None] * torch.ones((C, H, W), **f64)
 
     def _uniform_u32(self, stream: int) -> Any:
         """One 32-bit Philox output per site and chain (int64 ``[C, H, W]``) for the current counter."""

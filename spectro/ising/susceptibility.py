@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -62,11 +63,21 @@ class IsingSystem(SystemBase):
         self.lattice, self.beta, self.config = lattice, float(beta), sampler
         self.probes = dict(probes)
         self.masks = np.stack([lattice.regions[name] for name in observables] + probe_masks).astype(np.float64)
+        # the whole lattice's magnetisation M rides along (last row) to count each chain's sign changes
+        self._masks_m = np.concatenate([self.masks, np.ones((1, lattice.height, lattice.width))])
+        self._last_sign = np.zeros(sampler.chains)  # sign of M at the last draw (0: none yet)
+        self._sign_changes = np.zeros(sampler.chains, dtype=np.int64)
         self.observables, self.fields = list(observables), list(probes)
         self.n_chains, self.scale, self.device = sampler.chains, self.beta, "cpu"
         self.name = f"ising β={beta:g} {lattice.height}x{lattice.width} {sampler.sampler}"
         self._global = sampler  # the whole run's sampler settings (a chain block keeps them for its summary)
         self._sampler: IsingSampler | None = None
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether flipping every spin leaves the Hamiltonian unchanged (no site field), so that
+        M and −M are equally likely and every chain must visit both signs of M."""
+        return not bool(np.any(np.asarray(self.lattice.field) != 0))
 
     @property
     def sampler(self) -> IsingSampler:
@@ -81,18 +92,28 @@ class IsingSystem(SystemBase):
         return block
 
     def advance(self, steps: int) -> None:
-        self.sampler.sweep(steps)
+        _responsive(self.sampler.sweep, steps)
 
     def draw(self, n: int, thin: int) -> tuple[torch.Tensor, torch.Tensor]:
-        mags = torch.from_numpy(self.sampler.sample_regions(self.masks, n, thin))  # [n, C, m + k]
+        raw = _responsive(self.sampler.sample_regions, self._masks_m, n, thin)  # [n, C, m + k + 1]
+        signs = np.sign(np.concatenate([self._last_sign[None, :], raw[..., -1]]))  # [n + 1, C]
+        nonzero = [s[s != 0] for s in signs.T]  # M = 0 (even lattices) keeps the previous sign
+        self._sign_changes += [int(np.count_nonzero(s[1:] != s[:-1])) for s in nonzero]
+        self._last_sign = np.array([s[-1] if s.size else 0.0 for s in nonzero])
+        mags = torch.from_numpy(np.ascontiguousarray(raw[..., :-1]))
         m = len(self.observables)
         return mags[..., :m], mags[..., m:]
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return {**self.sampler.state_dict(), "sign_last": self._last_sign.copy(), "sign_changes": self._sign_changes.copy()}
 
     def load_state_dict(self, state: dict) -> None:
+        state = dict(state)
+        last, changes = state.pop("sign_last", None), state.pop("sign_changes", None)
         self.sampler.load_state_dict(state)
+        if last is not None and changes is not None:
+            self._last_sign = np.asarray(last, dtype=np.float64).copy()
+            self._sign_changes = np.asarray(changes, dtype=np.int64).copy()
 
     def fingerprint(self) -> dict:
         lat = self.lattice
@@ -117,7 +138,10 @@ class IsingSystem(SystemBase):
                              run={"beta": self.beta, "height": lat.height, "width": lat.width, "periodic": lat.periodic})
 
     def summary(self, gather) -> dict:
+        changes = gather(torch.as_tensor(self._sign_changes)[:, None])[:, 0]
         return {
+            "magnetisation_sign_changes": [int(x) for x in changes.tolist()],
+            "symmetric": self.symmetric,
             "system": "ising",
             "beta": self.beta,
             "height": self.lattice.height,
@@ -126,6 +150,36 @@ class IsingSystem(SystemBase):
             "sampler": asdict(self._global),
             "convention": _CONVENTION,
         }
+
+
+def _responsive(fn, *args):
+    """``fn(*args)`` in a worker thread while the main thread waits in short joins.
+
+    Python runs signal handlers only in the main thread, between bytecodes. A compiled kernel
+    call (a block of sweeps, and on a fresh install the JIT compilation of the parallel kernels
+    by LLVM) is one long native call; run in the main thread, Ctrl-C and SIGTERM wait for it to
+    return — tens of seconds on a loaded machine (issue 21). Here the main thread stays in
+    Python and raises KeyboardInterrupt / Terminated within ~50 ms; the kernels release the GIL
+    (``nogil``), and the abandoned worker (a daemon) dies with the process. The state it was
+    changing is never saved: snapshots are written only after a completed block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args)
+    box: dict = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            box["error"] = e
+
+    worker = threading.Thread(target=work, name="spectro-ising-kernel", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.05)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def chamber_susceptibility(
@@ -143,7 +197,35 @@ def chamber_susceptibility(
     :func:`spectro.engine.measure` on an :class:`IsingSystem` (resume, torchrun split and merge,
     error bars: docs/design.md §3–4)."""
     system = IsingSystem(lattice, beta, probes, sampler, observables)
-    return measure(system, run, checkpoint=checkpoint, world=world or current_world(sampler.device), progress=progress)
+    res = measure(system, run, checkpoint=checkpoint, world=world or current_world(sampler.device), progress=progress)
+    flag_stuck_modes(res)
+    return res
+
+
+def flag_stuck_modes(res: Susceptibility) -> bool:
+    """Set :attr:`Flags.STUCK` on every entry when the chains did not sample the two signs of M.
+
+    At zero field M and −M are equally likely, so the share of time spent at each sign is part
+    of what the chains must sample. Below T_c a single-spin sampler crosses between the modes
+    rarely; chains that (nearly) never cross give χ from the modes they started in, with an
+    error bar and R-hat blind to it (all chains in one mode agree with each other). The run is
+    flagged when some chain changed the sign of M fewer than ``MIN_POINTS_PER_CHAIN`` (8)
+    times: the mode weights then rest on fewer independent excursions than the engine needs to
+    estimate any error bar (the same minimum as :attr:`Flags.FEW_POINTS`); checked below T_c
+    against the transfer matrix in tests/test_stuck_modes.py (a per-chain rule: a total of 21
+    crossings all in one chain still gave |z| ≈ 4). Over-dispersed starts (half up, half down, the default) keep the
+    pooled estimate symmetric meanwhile. Returns whether it flagged.
+    """
+    from ..engine.diagnostics import MIN_POINTS_PER_CHAIN
+    from ..engine.susceptibility import Flags
+
+    changes = res.meta.get("magnetisation_sign_changes")
+    if changes is None or not res.meta.get("symmetric", False):
+        return False
+    stuck = min(changes) < MIN_POINTS_PER_CHAIN
+    if stuck:
+        res.flags = res.flags | int(Flags.STUCK)
+    return stuck
 
 
 def _digest(*arrays: np.ndarray) -> str:

@@ -2,9 +2,9 @@
 
     spectro [--debug] ising chi  --height H --width W [--wall-depth D] --beta B --probe R0:R1,C0:C1 [--json] ...
     spectro [--debug] ising map  --height H --width W --beta B --probe-size P --out DIR ...
-    spectro [--debug] ising demo [--out DIR]       (the README's main job)
+    spectro [--debug] ising demo [--out DIR] [--overwrite]   (the README's main job)
     spectro [--debug] nn run  --config FILE --out DIR [--overwrite]   (see spectro.jobs.nn_config for the schema)
-    spectro [--debug] nn demo [--out DIR]
+    spectro [--debug] nn demo [--out DIR] [--overwrite]
     spectro [--debug] run CONFIG --out DIR [--overwrite] [--resume] ...   (system = "ising" | "nn" in CONFIG;
                       ising map and nn run are its aliases: spectro.jobs.ising_job, spectro.jobs.nn_config)
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ising_job import (MAP_FILES, map_folder, map_run_id, probe_count, remove_snapshots, run_map,
+from .ising_job import (map_folder, map_run_id, probe_count, remove_snapshots, run_map,
                         warn_unreliable)
 
 __all__ = ["main", "UserError"]
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = isub.add_parser("demo", help="the main job: walled-lattice χ maps + an exact cross-check (about a minute)")
     demo.add_argument("--out", type=Path, default=Path("runs/ising-demo"))
-    demo.add_argument("--overwrite", action="store_true", default=True, help=argparse.SUPPRESS)
+    demo.add_argument("--overwrite", action="store_true", help="replace spectro's results of an earlier run in --out")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-progress", action="store_true")
 
@@ -162,17 +162,30 @@ def _configs(args):
     from ..ising.samplers import SamplerConfig
     from ..ising.susceptibility import RunConfig
 
+    name = lambda key: _option_name(args, key)  # noqa: E731
     if args.chains < 1:
-        raise UserError(f"--chains must be >= 1, got {args.chains}")
+        raise UserError(f"{name('chains')} must be >= 1, got {args.chains}")
     if args.beta < 0:
-        raise UserError(f"--beta must be >= 0, got {args.beta}")
+        raise UserError(f"{name('beta')} must be >= 0, got {args.beta}")
     if args.sweeps < args.thin * 4:
-        raise UserError(f"--sweeps {args.sweeps} gives fewer than 4 draws at --thin {args.thin}")
+        raise UserError(f"{name('sweeps')} {args.sweeps} gives fewer than 4 draws at {name('thin')} {args.thin}")
     sampler = SamplerConfig(sampler=args.sampler, chains=args.chains, seed=args.seed, backend=args.backend, device=args.device)
     sampler.resolved_backend()  # the numba-on-GPU message comes before the device check
     check_device(args.device)
     run = RunConfig(draws=args.sweeps // args.thin, thin=args.thin, burn_in=args.burn_in)
     return sampler, run
+
+
+#: The config key of each ``ising map`` setting (``spectro run CONFIG`` names these, not the flags).
+_CONFIG_KEYS = {"chains": "sampler.chains", "beta": "beta", "sweeps": "run.sweeps", "thin": "run.thin",
+                "burn_in": "run.burn_in", "seed": "sampler.seed", "probe_size": "probes.size"}
+
+
+def _option_name(args, key: str) -> str:
+    """How the user spelled a setting: the config key under ``spectro run CONFIG``, else the flag."""
+    if getattr(args, "from_config", None) is not None:
+        return f"{args.from_config}: {_CONFIG_KEYS.get(key, key)}"
+    return "--" + key.replace("_", "-")
 
 
 def _check_sampling_memory(args, sampler, run, n_probes: int) -> None:
@@ -319,11 +332,13 @@ def cmd_ising_map(args) -> int:
         out = folder.path
         checkpoint = _checkpointing(args, args.checkpoint or out / "checkpoint.pt")
         with _interrupt_hint(checkpoint):
-            s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, out, not args.no_progress,
-                        checkpoint=checkpoint, world=world, config=IsingJobConfig.from_args(args).to_dict())
+            s = run_map(lattice, args.beta, args.probe_size, args.stride, sampler, run, folder.stage(),
+                        not args.no_progress, checkpoint=checkpoint, world=world,
+                        config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
-        folder.commit(MAP_FILES[:4])
+        snapshots = [os.path.relpath(checkpoint.file(r), out) for r in range(max(world.size, 1))]
+        folder.commit(quiet=snapshots)
         remove_snapshots(checkpoint, world.size)
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
@@ -342,7 +357,7 @@ def cmd_ising_demo(args) -> int:
     progress = not args.no_progress
     big, sampler, run = walled_lattice(64, 64), SamplerConfig(chains=8, seed=args.seed), RunConfig(draws=50_000)
     rid = map_run_id(big, 0.43, 4, None, sampler, run)
-    with map_folder(args.out, True, False, rid, World()) as folder, _interrupt_hint(None):
+    with map_folder(args.out, args.overwrite, False, rid, World()) as folder, _interrupt_hint(None):
         out = folder.path
         print("1/2  exact cross-check: walled 12x12 lattice, β = 0.4, 3x3 probes, vs the transfer matrix")
         small = walled_lattice(12, 12)
@@ -371,10 +386,10 @@ def cmd_ising_demo(args) -> int:
         print("2/2  χ maps: walled 64x64 lattice, β = 0.43, 4x4 probes")
         config = IsingJobConfig(height=64, width=64, beta=0.43, probe_size=4, chains=sampler.chains, seed=args.seed,
                                 sweeps=run.draws, name="ising-demo").to_dict()
-        s = run_map(big, 0.43, 4, None, sampler, run, out, progress, config=config,
+        s = run_map(big, 0.43, 4, None, sampler, run, folder.stage(), progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
-        write_json(out / "exact_check.json", check)
-        folder.commit(MAP_FILES)
+        write_json(folder.stage() / "exact_check.json", check)
+        folder.commit()
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
@@ -392,6 +407,7 @@ def cmd_run(args) -> int:
         if args.no_checkpoint:
             raise ConfigError("--no-checkpoint is for nn jobs; an ising job snapshots only with --checkpoint or --resume")
         IsingJobConfig.from_dict(raw).apply_to(args)
+        args.from_config = args.config  # errors name the config's keys (run.thin), not the flags (--thin)
         return cmd_ising_map(args)
     if system == "nn":
         from .nn_cli import _checkpointing, _run

@@ -74,7 +74,16 @@ def devinterp_sampler_dict(sampler: Any, nbeta: float, n_train: int) -> dict:
     return {**cfg.model_dump(), "scheduler_type": "constant", "scheduler_kwargs": None, "cores": 1, "online": False}
 
 
-def write_samples(
+def write_samples(path: str | Path, **kwargs) -> Path:
+    """Write one component's draws as a devinterp ``sample()`` store (:func:`_write_samples`); a
+    full disk is a one-line error naming the store."""
+    from ..io import disk_errors
+
+    with disk_errors(path):
+        return _write_samples(path, **kwargs)
+
+
+def _write_samples(
     path: str | Path,
     *,
     losses: np.ndarray,
@@ -236,7 +245,10 @@ def write_susceptibilities(path: str | Path, results: Mapping[str, Any], input_i
         "/context": xr.Dataset({"input_ids": xr.DataArray(np.concatenate(ids_parts), dims=["ctx_flat"])},
                                coords=ctx_c, attrs={"dataset_id_to_name": obs_order}),
     })
-    tree.to_zarr(str(path), mode="w", consolidated=False)
+    from ..io import disk_errors
+
+    with disk_errors(path):  # a full disk: one line naming the store
+        tree.to_zarr(str(path), mode="w", consolidated=False)
     return path
 
 

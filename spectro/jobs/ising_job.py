@@ -39,18 +39,16 @@ and ``chi_map.png``.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .nn_config import ConfigError, _check_finite, _Table
+from .nn_config import ConfigError, _check_depth, _check_finite, _Table
 
 __all__ = ["IsingJobConfig", "SUMMARY_FORMAT", "MAP_KIND", "MAP_FILES", "run_map", "map_run_id", "map_folder",
            "remove_snapshots", "probe_count", "warn_unreliable"]
@@ -82,6 +80,7 @@ class IsingJobConfig:
 
     @classmethod
     def from_dict(cls, obj: Any) -> "IsingJobConfig":
+        _check_depth(obj, "config")
         _check_finite(obj, "")
         top = _Table(obj, "")
         top.allow("system", "name", "beta", "lattice", "probes", "sampler", "run")
@@ -177,8 +176,9 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
     """χ maps for a probe grid; writes config.json (``config``), summary.json, chi_map.npz and
     chi_map.png into ``out`` (rank 0): the job layout of :mod:`spectro.jobs.ising_job`.
 
-    The files are written into a hidden stage inside ``out`` and moved into place together at the
-    end, so a failure leaves the previous results (or none), never a mix.
+    ``out`` is the stage of a :class:`~spectro.outputs.RunFolder` (``folder.stage()``), whose
+    ``commit`` then moves the files into the results folder in one step, so a failure or a kill
+    leaves the previous results (or none), never a mix.
     """
     from ..analysis.ising_maps import plot_chi_maps
     from ..io import write_json
@@ -213,29 +213,12 @@ def run_map(lattice, beta, probe_size, stride, sampler, run, out: Path, progress
         "chi": {obs: {f: res.entry(obs, f) for f in res.fields} for obs in res.observables},
     }
     warn_unreliable(res)
-    with _staged_files(out) as stage:
-        res.save(stage / "chi_map.npz")
-        plot_chi_maps(res, lattice, stage / "chi_map.png", title=title)
-        write_json(stage / "summary.json", summary)
-        if config is not None:
-            write_json(stage / "config.json", config)
+    res.save(out / "chi_map.npz")
+    plot_chi_maps(res, lattice, out / "chi_map.png", title=title)
+    write_json(out / "summary.json", summary)
+    if config is not None:
+        write_json(out / "config.json", config)
     return summary
-
-
-@contextmanager
-def _staged_files(out: Path):
-    """A hidden folder inside ``out`` whose files are moved into ``out`` when the block succeeds
-    (and which is removed either way)."""
-    import shutil
-    import tempfile
-
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".stage-", suffix=".tmp"))
-    try:
-        yield stage
-        for f in sorted(stage.iterdir()):
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def map_folder(out: Path, overwrite: bool, resume: bool, rid: str, world, extra_locks=()):

@@ -2,7 +2,7 @@
 
     spectro nn run  --config FILE --out DIR [--overwrite] [--no-progress]
                     [--checkpoint DIR] [--checkpoint-every SECONDS | --no-checkpoint] [--resume]
-    spectro nn demo [--out DIR] [--no-progress]     (builtin:tiny, every head + full, ≈3 min on 2 cores)
+    spectro nn demo [--out DIR] [--overwrite] [--no-progress]     (builtin:tiny, every head + full, ≈3 min on 2 cores)
 
     torchrun --nproc-per-node P -m spectro nn run ...   chains split over P processes, same result
 
@@ -51,6 +51,7 @@ def add_nn_commands(subparsers) -> None:
     demo = nsub.add_parser("demo", help="builtin:tiny model (trained on the fixture corpus, cached), every head + full, "
                                         "per-token susceptibilities on four domains (≈3 min on 2 cores)")
     demo.add_argument("--out", type=Path, default=Path("runs/nn-demo"))
+    demo.add_argument("--overwrite", action="store_true", help="replace spectro's results of an earlier run in --out")
     demo.add_argument("--no-progress", action="store_true")
 
 
@@ -106,10 +107,10 @@ def cmd_nn_run(args: argparse.Namespace) -> int:
 def cmd_nn_demo(args: argparse.Namespace) -> int:
     from .nn_job import DEMO_CONFIG, _check_output
 
-    _check_output(args.out, True, None)  # a foreign or busy --out fails before the banner
+    _check_output(args.out, args.overwrite, None)  # a foreign or finished --out fails before the banner
     print("spectro nn demo: builtin:tiny (d_model 64, 2 layers x 4 heads, vocab 1024, context 32; trained on the fixture "
           "corpus once and cached), per-token susceptibilities of every head and of the full model", file=sys.stderr)
-    return _run(DEMO_CONFIG, args.out, True, not args.no_progress)
+    return _run(DEMO_CONFIG, args.out, args.overwrite, not args.no_progress)
 
 
 NN_COMMANDS = {("nn", "run"): cmd_nn_run, ("nn", "demo"): cmd_nn_demo}

@@ -199,6 +199,7 @@ class JobConfig:
     @classmethod
     def from_dict(cls, obj: Any) -> "JobConfig":
         """Validate a parsed config (strict: unknown keys, wrong types, non-finite numbers raise ConfigError)."""
+        _check_depth(obj, "config")
         _check_finite(obj, "")
         top = _Table(obj, "")
         top.allow("system", "name", "description", "model", "data", "probes", "observables", "fields", "components",
@@ -321,8 +322,10 @@ def read_config_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder; give the .json or .toml file")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file (a device, pipe or socket); give the .json or .toml file")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -336,12 +339,35 @@ def read_config_file(path: str | os.PathLike) -> dict:
             obj = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: the config nests tables or lists too deeply (at most {MAX_CONFIG_DEPTH} "
+                              "levels)") from None
     else:
         try:
             obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: the config nests objects or lists too deeply (at most {MAX_CONFIG_DEPTH} "
+                              "levels)") from None
+    _check_depth(obj, path)
     return obj
+
+
+#: The deepest nesting a config may have (the schema needs 3; the checks below recurse per level).
+MAX_CONFIG_DEPTH = 32
+
+
+def _check_depth(obj: Any, where: Any) -> None:
+    """Refuse a config nested deeper than :data:`MAX_CONFIG_DEPTH` (checked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        x, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: the config nests objects or lists too deeply (more than {MAX_CONFIG_DEPTH} "
+                              "levels)")
+        children = x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -78,7 +77,7 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     cfg = config if isinstance(config, JobConfig) else (JobConfig.from_dict(config) if isinstance(config, dict) else JobConfig.load(config))
-    out = Path(out_dir)
+    out = _resolved(out_dir)  # symlinks and `..` resolved: the folder itself is checked, locked and written
     _check_output(out, overwrite, checkpoint)
     parent = out.resolve().parent
     threads = torch.get_num_threads()
@@ -109,14 +108,15 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
             except ValueError as e:
                 raise ConfigError(f"sampler.chains: {e}") from None
             created_parents: list[Path] = []
+            created_out = False
             if world.is_main:
                 try:
-                    created_parents = _claim_output(out, overwrite, checkpoint, held)
+                    created_parents, created_out = _claim_output(out, overwrite, checkpoint, held)
                 except ConfigError as e:
                     failure = e
             if any_rank(failure is not None, world, _rank_device(device, world)):
                 raise failure if failure is not None else ConfigError("the output folder is not usable (process 0 says why)")
-            _run_in_stage(prep, out, parent, checkpoint, progress, log, t_start, world, created_parents)
+            _run_in_stage(prep, out, parent, checkpoint, progress, log, t_start, world, created_parents, created_out)
         finally:
             torch.set_num_threads(threads)
     return out
@@ -127,21 +127,40 @@ def _stage_path(out: Path) -> Path:
     return out.resolve().parent / f".{out.name}.partial"
 
 
+def _resolved(out_dir) -> Path:
+    from ..outputs import OutputError, resolve_target
+
+    try:
+        return resolve_target(Path(out_dir))
+    except OutputError as e:
+        raise ConfigError(str(e)) from None
+
+
 def _check_output(out: Path, overwrite: bool, checkpoint) -> None:
     """Refuse a results or checkpoint folder spectro may not write (see :mod:`spectro.outputs`):
-    a file, a foreign folder, earlier results without ``overwrite``, folders inside one another."""
-    from ..outputs import OutputError, check_folder, nested, owned_entries
-    from .resume import CHECKPOINT_KIND, RESULTS_KIND
+    a file, a foreign folder, earlier results without ``overwrite``, a result name held by a
+    file spectro cannot verify as its own, folders inside one another."""
+    import fnmatch
 
+    from ..outputs import OutputError, blocked_names, check_folder, nested, owned_files
+    from .resume import CHECKPOINT_KIND, RESULTS_FILES, RESULTS_KIND
+
+    out = _resolved(out)
     try:
         previous = check_folder(out, RESULTS_KIND, "output folder")
         if checkpoint is not None:
             check_folder(Path(checkpoint.folder), CHECKPOINT_KIND, "checkpoint folder")
     except OutputError as e:
         raise ConfigError(str(e)) from None
-    if previous is not None and owned_entries(out, previous) and not overwrite:
-        raise ConfigError(f"output folder {out} holds results of an earlier run; pass --overwrite (overwrite=True) to "
-                          "replace them (only the files spectro wrote are replaced)")
+    if previous is not None:
+        ours = [p.name for p in out.iterdir() if any(fnmatch.fnmatchcase(p.name, n) for n in RESULTS_FILES)]
+        blocked = blocked_names(out, ours, previous)
+        if previous.get("results") is not None and (owned_files(out, previous) or blocked) and not overwrite:
+            raise ConfigError(f"output folder {out} holds results of an earlier run; pass --overwrite (overwrite=True) "
+                              "to replace them (only the files spectro wrote are replaced)")
+        if blocked:
+            raise ConfigError(f"{out / blocked[0]} was not written by spectro (or was changed since); spectro will not "
+                              "replace it: move it away, or choose another --out")
     if checkpoint is not None:
         for other, name in ((out, "the results folder"), (_stage_path(out), "the stage folder")):
             if nested(Path(checkpoint.folder), other):
@@ -149,10 +168,14 @@ def _check_output(out: Path, overwrite: bool, checkpoint) -> None:
                                   "another; choose another --checkpoint")
 
 
-def _claim_output(out: Path, overwrite: bool, checkpoint, held: contextlib.ExitStack) -> list[Path]:
+def _claim_output(out: Path, overwrite: bool, checkpoint, held: contextlib.ExitStack) -> tuple[list[Path], bool]:
     """Process 0: create the parent folder, lock the results (and checkpoint) folder for the run
-    (``held`` releases the locks), check again under the lock; return the parent folders created."""
-    from ..outputs import OutputError, locked, make_parents, remove_empty
+    (``held`` releases the locks), check again under the lock, complete a commit a killed run
+    left half-done, and create the results folder with its marker — all before any sampling, so
+    an unusable target (not writable, a mount point the stage cannot reach) fails now. Returns
+    the parent folders created and whether the results folder was created."""
+    from ..outputs import OutputError, claim_folder, locked, make_parents, recover, release_folder, remove_empty
+    from .resume import RESULTS_FILES, RESULTS_KIND
 
     parent = out.resolve().parent
     try:
@@ -164,29 +187,30 @@ def _claim_output(out: Path, overwrite: bool, checkpoint, held: contextlib.ExitS
             raise ConfigError(f"cannot write into {parent}")
         resume = checkpoint is not None and checkpoint.resume  # continues a killed run: its stale lock is taken over
         held.enter_context(locked(out, *([] if checkpoint is None else [Path(checkpoint.folder)]), take_over_stale=resume))
+        recover(out)
         _check_output(out, overwrite, checkpoint)  # again: another run may have written meanwhile
+        _, made = claim_folder(out, RESULTS_KIND, "output folder", RESULTS_FILES)
+        if os.stat(out).st_dev != os.stat(parent).st_dev:
+            release_folder(out, made)
+            raise ConfigError(f"output folder {out} is a mount point (another file system than {parent}); spectro "
+                              "assembles the results beside it and moves them in: give a folder inside it as --out")
     except (ConfigError, OutputError) as e:
         held.close()
         remove_empty(created)
         raise (e if isinstance(e, ConfigError) else ConfigError(str(e))) from None
-    return created
+    return created, made
 
 
 def _new_stage(out: Path) -> Path:
-    """Process 0, no checkpointing: a fresh hidden stage beside ``out`` with spectro's marker."""
-    from ..outputs import write_marker
-    from .resume import RESULTS_FILES, RESULTS_KIND
+    """Process 0, no checkpointing: a fresh hidden stage beside ``out`` (same file system) with spectro's marker."""
+    from ..outputs import new_stage
+    from .resume import STAGE_KIND
 
-    stage = Path(tempfile.mkdtemp(dir=out.resolve().parent, prefix=f".{out.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes it private; the results folder is an ordinary one
-    write_marker(stage, RESULTS_KIND, RESULTS_FILES)
-    return stage
+    return new_stage(out.parent, f".{out.name}.tmp-", STAGE_KIND)
 
 
 def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress: bool, log, t_start: float, world,
-                  created_parents: list[Path]) -> None:
+                  created_parents: list[Path], created_out: bool = False) -> None:
     """Sample and write into the stage, then move it into ``out``; clean up after a failure.
 
     An interrupted checkpointed job (Ctrl-C, SIGTERM, a full disk, a corrupt snapshot) keeps its
@@ -194,7 +218,7 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
     divergence, a bad config) and any failure without checkpointing leave nothing behind.
     """
     from ..engine.driver import SamplingStopped
-    from ..outputs import remove_empty, remove_owned
+    from ..outputs import CommitRefused, release_folder, remove_empty, remove_owned
     from ..nn.posterior import DivergenceError
     from .resume import JobState
 
@@ -223,24 +247,26 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
             state.finish()
     except BaseException as e:
         discard = state is None or isinstance(e, (DivergenceError, SamplingStopped, ConfigError))
+        if isinstance(e, CommitRefused):
+            discard = False  # the finished results stay in the stage the message names
         if world.is_main and started and discard:
             remove_owned(stage)
             if state is not None:
                 remove_owned(state.folder)
+        if world.is_main:
+            release_folder(out, created_out)  # the marker of a folder that got no results
         if world.is_main and (discard or not started):
             remove_empty(created_parents)
         raise
 
 
 def _install_results(prep: _Prepared, stage: Path, out: Path) -> None:
-    """Record the finished files in the stage's marker and move the stage to ``out`` (replacing
-    only spectro's files of an earlier run there)."""
-    from ..outputs import install_folder, run_id, write_marker
+    """Move the stage's files into ``out`` in one step (:func:`spectro.outputs.commit_results`:
+    only spectro's verified files of an earlier run there are replaced)."""
+    from ..outputs import commit_results, run_id
     from .resume import RESULTS_KIND
 
-    files = sorted(p.name for p in stage.iterdir() if not p.name.startswith("."))
-    write_marker(stage, RESULTS_KIND, files, results=run_id(_resolved_config(prep)))
-    install_folder(stage, out)
+    commit_results(out, stage, RESULTS_KIND, run_id(_resolved_config(prep)))
 
 
 def _rank_device(device: str, world) -> str:

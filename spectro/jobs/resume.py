@@ -42,13 +42,14 @@ from ..io import write_json
 from ..outputs import (KINDS, OutputError, claim_folder, load_snapshot, owned_entries, read_json_file, read_marker,
                        remove_entry, remove_owned, save_snapshot)
 
-__all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "RESULTS_FILES"]
+__all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "RESULTS_FILES", "STAGE_KIND"]
 
 _FORMAT = "spectro.nn_job_checkpoint/1"
 CHECKPOINT_KIND = "nn-checkpoint"
 _CHECKPOINT_FILES = KINDS[CHECKPOINT_KIND]
-RESULTS_KIND = "nn-run"  # a results folder (and its stage): see spectro.jobs.nn_job
+RESULTS_KIND = "nn-run"  # a results folder: see spectro.jobs.nn_job
 RESULTS_FILES = KINDS[RESULTS_KIND]
+STAGE_KIND = "nn-stage"  # the stage a job assembles its results folder in
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class JobState:
     def _fresh_start(self) -> None:
         """Process 0: claim the snapshot folder and the stage (refusing foreign ones) and empty them of spectro's files."""
         for folder, kind, files, what in ((self.folder, CHECKPOINT_KIND, _CHECKPOINT_FILES, "checkpoint folder"),
-                                          (self.stage, RESULTS_KIND, RESULTS_FILES, "stage folder")):
+                                          (self.stage, STAGE_KIND, RESULTS_FILES, "stage folder")):
             previous, _ = claim_folder(folder, kind, what, files)
             for p in owned_entries(folder, previous):
                 remove_entry(p)
@@ -157,7 +158,8 @@ class JobState:
         write_json(self._done_file, {})
 
     def finish(self) -> None:
-        """Remove spectro's files from the checkpoint folder (process 0, after the results folder is in place)."""
+        """Remove spectro's files from the checkpoint folder, and the folder itself if spectro made
+        it (process 0, after the results folder is in place)."""
         _barrier(self.world)
         if self.world.is_main:
             remove_owned(self.folder)
