@@ -1,6 +1,6 @@
 """The localized tempered posterior of a network as a :class:`~spectro.engine.system.System`.
 
-Weights are the configuration, one step is one SGLD / RMSProp-SGLD step of every chain
+Weights are the configuration, one step is one step of the configured method (:mod:`spectro.nn.samplers`) of every chain
 (:class:`~spectro.nn.posterior.LocalizedPosterior`), φ and ψ are loss functionals of the
 per-token probe losses (:mod:`spectro.nn.observables`, :mod:`spectro.nn.fields`) evaluated at
 each draw, and the scale is −1: χ = −Cov(φ, ψ) (docs/design.md §2). Sampled by
@@ -187,4 +187,5 @@ class PosteriorSystem(SystemBase):
         return EstimatorInfo(system="nn", convention="chi = -Cov(phi, psi), psi = L(q') - L(q)",
                              sampler=self._global.to_dict(),
                              run={"restriction": post.restriction.name, "n_free": post.n_free, "nbeta": post.nbeta,
-                                  "n_train": post.n, "shared_batches": post.shared_batches})
+                                  "n_train": post.n, "shared_batches": post.shared_batches,
+                                  **({"method_bias": post.method.biased} if post.method.biased else {})})

@@ -174,4 +174,6 @@ def extra_keys() -> dict[str, Hyper]:
     return {h.name: h for m in METHODS.values() for h in m.hypers}
 
 
-from . import rmsprop, sghmc, sgld  # noqa: E402,F401  (register the built-in methods)
+from . import sgld  # noqa: E402,F401,I001  (register the built-in methods, in this order)
+from . import rmsprop  # noqa: E402,F401
+from . import sghmc  # noqa: E402,F401
