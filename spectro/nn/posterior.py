@@ -92,7 +92,7 @@ from .restrictions import Restriction
 
 __all__ = [
     "Batch",
-    "PerSampleLoss",
+    "LossFunction",
     "DivergenceError",
     "LossShapeError",
     "NonFiniteLossError",
@@ -103,7 +103,7 @@ __all__ = [
     "forget_init_losses",
 ]
 
-PerSampleLoss = Callable[[Any, Batch], torch.Tensor]
+LossFunction = Callable[[Any, Batch], torch.Tensor]
 """``per_sample_loss(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (unreduced)."""
 
 _NOISE_STREAM, _DATA_STREAM = 1, 2
@@ -195,7 +195,7 @@ class LocalizedPosterior:
     def __init__(
         self,
         model: nn.Module,
-        per_sample_loss: PerSampleLoss,
+        per_sample_loss: LossFunction,
         train_data: Batch,
         config: SamplerConfig,
         restriction: Restriction | None = None,

@@ -22,7 +22,7 @@ from ..engine.driver import RunConfig
 from ..engine.system import Gather, SystemBase
 from .config import SamplerConfig
 from .observables import LossFunctional, concat
-from .posterior import Batch, LocalizedPosterior, PerSampleLoss, SamplingResult, _LoopState
+from .posterior import Batch, LocalizedPosterior, LossFunction, SamplingResult, _LoopState
 from .probes import ProbeSet
 from .restrictions import Restriction
 
@@ -54,7 +54,7 @@ class PosteriorSystem(SystemBase):
     def __init__(
         self,
         model: nn.Module,
-        per_sample_loss: PerSampleLoss,
+        per_sample_loss: LossFunction,
         train_data: Batch,
         config: SamplerConfig,
         probe: ProbeSet,
