@@ -8,7 +8,6 @@ Whole-sampler tests (``LocalizedPosterior`` / ``run_susceptibility``) are in the
 """
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest

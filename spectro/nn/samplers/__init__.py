@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["Potential", "Hyper", "Method", "METHODS", "register", "get", "langevin", "drift", "masked"]
+__all__ = ["Potential", "Hyper", "Method", "METHODS", "register", "unregister", "get", "extra_keys", "langevin", "drift", "masked"]
 
 Scalar = float | torch.Tensor
 
