@@ -82,7 +82,6 @@ def profile(setup, job, precision: str, component: str, steps: int) -> dict[str,
         G = torch.randn_like(W) * 1e-2
         noise = torch.empty_like(W)
         gens = state.noise_gens
-        mask = post.mask
 
         def index():
             perm = torch.stack([torch.randperm(post.n, generator=g) for g in state.data_gens])
@@ -105,13 +104,9 @@ def profile(setup, job, precision: str, component: str, steps: int) -> dict[str,
         def update():
             W_new = torch.empty_like(W)
 
-            def work(k, sl):
-                drift = kernels.sgld_drift(G[sl], W[sl], post.w_star, post.nbeta, cfg.gamma)
-                eta = noise[sl]
-                if mask is not None:
-                    drift = drift * mask
-                    eta = eta * mask
-                W_new[sl] = kernels.langevin_step(W[sl], drift, eta, cfg.epsilon)
+            def work(k, sl):  # the registered method's kernel on this block (LocalizedPosterior._update)
+                ks = type(state.kernel)(*(x[sl] if isinstance(x, torch.Tensor) else x for x in state.kernel))
+                W_new[sl] = post._update(ks, G[sl], noise[sl]).w
             post._run_blocks(work, C)
 
         def step():
@@ -151,16 +146,12 @@ def _update_fn(post, mode: str, W, G, v, noise):
             W_new[sl], vk = kernels.compiled_update(*args)
             if v_new is not None:
                 v_new[sl] = vk
-        else:  # the eager path of LocalizedPosterior._step
-            eps_k = cfg.epsilon
+        else:  # the eager path of LocalizedPosterior._step: the registered method's pure kernel
+            new = post.method.step(post.method.init(W[sl], post.hyper)._replace(**({} if v is None else {"v": v[sl]})),
+                                   G[sl], noise[sl], post.hyper)
+            W_new[sl] = new.w
             if v_new is not None:
-                v_new[sl] = kernels.rmsprop_update(v[sl], G[sl], cfg.rmsprop_alpha)
-                eps_k = cfg.epsilon * kernels.rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
-            drift = kernels.sgld_drift(G[sl], W[sl], post.w_star, post.nbeta, cfg.gamma)
-            eta = noise[sl]
-            if post.mask is not None:
-                drift, eta = drift * post.mask, eta * post.mask
-            W_new[sl] = kernels.langevin_step(W[sl], drift, eta, eps_k)
+                v_new[sl] = new.v
 
     return lambda: post._run_blocks(work, W.shape[0])
 

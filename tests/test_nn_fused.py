@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from spectro.jobs.nn_config import ConfigError, JobConfig
-from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig, kernels
+from spectro.nn import LocalizedPosterior, Restriction, SamplerConfig, kernels, samplers
 from spectro.nn import posterior as posterior_mod
 from toy_regression import TwoLayer, mse, regression_data
 
@@ -34,14 +34,13 @@ EPS, NBETA, GAMMA, ALPHA, DELTA = 1e-3, 30.0, 300.0, 0.99, 0.1
 
 
 def _eager(W, G, v, noise, w_star, mask, eps, nbeta, gamma, alpha, delta):
-    """The eager path's composition, as LocalizedPosterior._step runs it with step="eager"."""
-    v_new = kernels.rmsprop_update(v, G, alpha) if v is not None else None
-    eps_k = eps * kernels.rmsprop_preconditioner(v_new, delta) if v_new is not None else eps
-    drift = kernels.sgld_drift(G, W, w_star, nbeta, gamma)
-    eta = noise
-    if mask is not None:
-        drift, eta = drift * mask, noise * mask
-    return kernels.langevin_step(W, drift, eta, eps_k), v_new
+    """The eager path: the registered method's pure kernel, as LocalizedPosterior._step runs it with step="eager"."""
+    pot = samplers.Potential(w_star, mask, nbeta, gamma)
+    if v is None:
+        return samplers.sgld.step(samplers.sgld.State(W), G, noise, samplers.sgld.Hyper(pot, eps)).w, None
+    rms = samplers.rmsprop
+    new = rms.step(rms.State(W, v), G, noise, rms.Hyper(pot, eps, alpha, delta))
+    return new.w, new.v
 
 
 def _bounds(W, G, v, noise, w_star, mask, eps, nbeta, gamma, alpha, delta):

@@ -1,4 +1,4 @@
-"""The SGLD / RMSProp-SGLD kernels against devinterp's SGMCMC optimizer, step for step.
+"""The SGLD / RMSProp-SGLD kernels (spectro.nn.samplers) against devinterp's SGMCMC optimizer, step for step.
 
 devinterp's ``SGMCMC.step`` draws its noise per parameter, in parameter order, with
 ``torch.normal(mean=0.0, std=noise_level, size=p.shape, generator=noise_generator)``. We pass it a
@@ -13,7 +13,7 @@ import pytest
 import torch
 from devinterp.optim import SGMCMC
 
-from spectro.nn import kernels
+from spectro.nn import samplers
 from spectro.nn.config import SamplerConfig
 from spectro.nn.posterior import LocalizedPosterior
 from spectro.nn.restrictions import Restriction
@@ -46,25 +46,22 @@ def test_kernels_match_devinterp_step_for_step(method, dtype, masked):
     params = [torch.nn.Parameter(w.clone()) for w in w0]
     opt = _devinterp_opt(method, params, lr=lr, gamma=gamma, nbeta=nbeta, masks=masks)
 
-    ours = [w.clone() for w in w0]
-    v = [torch.zeros_like(w) for w in w0]
+    # the registered method's pure kernel, one [1, numel] state per parameter tensor
+    kernel = samplers.get(method)
+    values = {"rmsprop_alpha": 0.99, "rmsprop_delta": 0.1}
+    hypers = [kernel.make_hyper(samplers.Potential(w.reshape(1, -1), None if masks is None else masks[i].reshape(1, -1),
+                                                   nbeta, gamma), lr, values, 0) for i, w in enumerate(w0)]
+    states = [kernel.init(w.reshape(1, -1).clone(), h) for w, h in zip(w0, hypers)]
     g_dev, g_ours = torch.Generator().manual_seed(123), torch.Generator().manual_seed(123)
     for t in range(steps):
         for p in params:
             p.grad = _fake_grad(p.data, t)
         opt.step(noise_generator=g_dev)
-        for i, w in enumerate(ours):
-            g = _fake_grad(w, t)
+        for i, st in enumerate(states):
+            w = st.w.reshape(w0[i].shape)
             eta = torch.normal(mean=0.0, std=1.0, size=w.size(), generator=g_ours)
-            drift = kernels.sgld_drift(g, w, w0[i], nbeta, gamma)
-            if masked:
-                drift, eta = drift * masks[i], eta * masks[i]
-            if method == "rmsprop_sgld":
-                v[i] = kernels.rmsprop_update(v[i], g, 0.99)
-                eps = lr * kernels.rmsprop_preconditioner(v[i], 0.1)
-            else:
-                eps = lr
-            ours[i] = kernels.langevin_step(w, drift, eta, eps)
+            states[i] = kernel.step(st, _fake_grad(w, t).reshape(1, -1), eta.reshape(1, -1), hypers[i])
+        ours = [st.w.reshape(w.shape) for st, w in zip(states, w0)]
         for p, w in zip(params, ours):
             tol = dict(rtol=2e-6, atol=2e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(w, p.data, **tol, msg=lambda s: f"step {t}: {s}")
@@ -85,7 +82,8 @@ def test_sgld_kernel_is_bitwise_devinterp():
         p.grad = _fake_grad(p.data, t)
         opt.step(noise_generator=gd)
         eta = torch.normal(mean=0.0, std=1.0, size=w.size(), generator=go)
-        w = kernels.langevin_step(w, kernels.sgld_drift(_fake_grad(w, t), w, w0, 7.0, 10.0), eta, 1e-3)
+        hyper = samplers.sgld.Hyper(samplers.Potential(w0, None, 7.0, 10.0), 1e-3)
+        w = samplers.sgld.step(samplers.sgld.State(w), _fake_grad(w, t), eta, hyper).w
     assert torch.equal(w, p.data)
 
 

@@ -236,7 +236,8 @@ def test_attention_head_matches_devinterp_on_hf_gpt2_and_samples():
 
 
 @pytest.mark.parametrize("method,shared,precision", [("sgld", False, "fp32"), ("rmsprop_sgld", True, "fp32"),
-                                                     ("sgld", False, "fp16")])
+                                                     ("sgld", False, "fp16"), ("sghmc", False, "fp32"),
+                                                     ("rmsprop_sgld_warmup", True, "fp32")])
 def test_state_snapshot_resumes_bit_identically(method, shared, precision, tmp_path, monkeypatch):
     """Snapshot the pull-style state after 15 steps (what PosteriorSystem.state_dict and the
     driver's checkpoints hold), save/load it through torch.save, restore it in a fresh sampler and

@@ -59,19 +59,32 @@ def _obs_id(name: str) -> str:
 
 
 def devinterp_sampler_dict(sampler: Any, nbeta: float, n_train: int) -> dict:
-    """Our :class:`spectro.nn.SamplerConfig` as devinterp's ``SamplerConfig`` dump (plus the fields it adds)."""
+    """Our :class:`spectro.nn.SamplerConfig` as devinterp's ``SamplerConfig`` dump (plus the fields it adds).
+
+    The method's devinterp name and kwargs come from the registry (:mod:`spectro.nn.samplers`); a
+    method devinterp does not have is written as ``"spectro:<name>"`` with its own hyperparameters
+    (and ``control_variate`` when set), so the dump never claims a devinterp method that did not run."""
     from devinterp.slt.config import SamplerConfig as DevSamplerConfig
 
+    from ..nn.samplers import get
+
+    method = get(sampler.method)
+    values = method.values(sampler)
+    name, kwargs = method.devinterp(values) if method.devinterp is not None else (None, {})
+    if name is None or getattr(sampler, "control_variate", False):
+        name, kwargs = None, {**values, **({"control_variate": True} if getattr(sampler, "control_variate", False) else {})}
     batch = sampler.batch_size if sampler.batch_size is not None else n_train
-    kwargs = {"alpha": sampler.rmsprop_alpha, "eps": sampler.rmsprop_delta} if sampler.method == "rmsprop_sgld" else {}
     cfg = DevSamplerConfig(
         lr=sampler.epsilon, n_beta=nbeta, batch_size=batch, num_chains=sampler.chains, num_draws=sampler.draws,
         num_burnin_steps=sampler.burn_in, num_steps_bw_draws=sampler.steps_per_draw,
         num_init_loss_batches=max(1, n_train // batch), init_seed=sampler.seed, localization=sampler.gamma,
-        sampling_method="rmsprop_sgld" if sampler.method == "rmsprop_sgld" else "sgmcmc_sgld",
-        sampling_method_kwargs=kwargs, shuffle=batch < n_train, match_sampling_input_ids_across_chains=False,
+        sampling_method=name or "sgmcmc_sgld", sampling_method_kwargs=kwargs if name else {}, shuffle=batch < n_train,
+        match_sampling_input_ids_across_chains=False,
     )
-    return {**cfg.model_dump(), "scheduler_type": "constant", "scheduler_kwargs": None, "cores": 1, "online": False}
+    out = {**cfg.model_dump(), "scheduler_type": "constant", "scheduler_kwargs": None, "cores": 1, "online": False}
+    if name is None:
+        out["sampling_method"], out["sampling_method_kwargs"] = f"spectro:{sampler.method}", kwargs
+    return out
 
 
 def write_samples(path: str | Path, **kwargs) -> Path:

@@ -72,7 +72,9 @@ keys and non-finite numbers are errors naming the key)::
                                           precision "fp32" (default) | "bf16" | "fp16": compute dtype of
                                           forward/backward (master weights and moments stay float32/64);
                                           step "eager" (default) | "fused" | "compiled": how the update
-                                          runs (same draws to float rounding; docs/benchmarks_nn.md)
+                                          runs (same draws to float rounding; docs/benchmarks_nn.md);
+                                          method: any of spectro.nn.samplers.METHODS, its own settings
+                                          as keys (e.g. "friction" for "sghmc"); control_variate: bool
       "threads": null,                     torch CPU threads during the job (null: unchanged)
       "export": {"devinterp": true, "max_mb": 512}   devinterp xarray/zarr export, size cap
     }
@@ -167,7 +169,7 @@ _SAMPLER_KEYS = {
     "burn_in": "int", "steps_per_draw": "int", "batch_size": "int?", "seed": "int", "chain_offset": "int",
     "rmsprop_alpha": "float", "rmsprop_delta": "float", "device": "str", "master_dtype": "str",
     "eval_batch_size": "int", "n_batches": "int?", "health_every": "int", "max_loss_increase": "float",
-    "precision": "str", "step": "str",
+    "precision": "str", "step": "str", "control_variate": "bool",
 }
 _OBS_TYPES = ("component_loss", "mean_loss", "per_sample_loss", "per_token_loss")
 _FIELD_TYPES = ("tokens", "subset", "upweight")
@@ -252,9 +254,10 @@ class JobConfig:
             raise ConfigError(f"components: {list(components)} names a component twice ('all' is 'full')")
 
         s = _Table(top.get("sampler", {}), "sampler")
-        s.allow(*_SAMPLER_KEYS)
+        keys = _sampler_keys()
+        s.allow(*keys)
         sampler: dict[str, Any] = {}
-        for key, kind in _SAMPLER_KEYS.items():
+        for key, kind in keys.items():
             if key not in s.obj:
                 continue
             nullable = kind.endswith("?")
@@ -263,6 +266,8 @@ class JobConfig:
                 sampler[key] = s.integer(key, nullable=nullable)
             elif base_kind == "float":
                 sampler[key] = s.number(key, nullable=nullable)
+            elif base_kind == "bool":
+                sampler[key] = s.boolean(key, default=False)
             else:
                 sampler[key] = s.string(key)
         if isinstance(sampler.get("draws"), int) and sampler["draws"] < 4:
@@ -386,19 +391,37 @@ def _spec_to_json(spec: ObservableSpec | FieldSpec) -> str | dict:
     return d["type"] if len(d) == 1 else d
 
 
+def _sampler_keys() -> dict[str, str]:
+    """The sampler table's keys: SamplerConfig's fields and every registered method's own
+    hyperparameters (spectro.nn.samplers), all numbers."""
+    from ..nn.samplers import extra_keys
+
+    return {**_SAMPLER_KEYS, **{k: "float" for k in extra_keys() if k not in _SAMPLER_KEYS}}
+
+
 def _sampler_config(sampler: dict[str, Any]):
     import torch
 
     from ..nn.config import SamplerConfig
+    from ..nn.samplers import METHODS
 
     kw = dict(sampler)
+    method = kw.get("method", "sgld")
+    if method not in METHODS:
+        raise ConfigError(f"sampler.method must be one of {list(METHODS)}, got {method!r}")
+    own = {h.name for h in METHODS[method].hypers}
+    options = {}
+    for key in [k for k in kw if k not in _SAMPLER_KEYS]:
+        if key not in own:
+            raise ConfigError(f"sampler.{key} is not a setting of method {method!r} (its own settings: {sorted(own) or 'none'})")
+        options[key] = kw.pop(key)
+    if options:
+        kw["options"] = options
     if "master_dtype" in kw:
         name = kw["master_dtype"]
         if name not in ("float32", "float64"):
             raise ConfigError(f"sampler.master_dtype must be 'float32' or 'float64', got {name!r}")
         kw["master_dtype"] = getattr(torch, name)
-    if "method" in kw and kw["method"] not in ("sgld", "rmsprop_sgld"):
-        raise ConfigError(f"sampler.method must be 'sgld' or 'rmsprop_sgld', got {kw['method']!r}")
     try:
         return SamplerConfig(**kw)
     except ValueError as e:

@@ -502,6 +502,9 @@ def _resolved_config(prep: _Prepared) -> dict:
     d["model"]["checkpoint"] = prep.cfg.model.checkpoint if prep.cfg.model.checkpoint.startswith("builtin:") else str(Path(prep.checkpoint).resolve())
     sampler = prep.sampler.to_dict()
     d["sampler"] = {k: v for k, v in sampler.items() if k in _SAMPLER_KEYS and v is not None}
+    if not d["sampler"]["control_variate"]:  # the default: left out, so older results keep their run id
+        del d["sampler"]["control_variate"]
+    d["sampler"].update(sampler["options"])  # a method's own settings are sampler keys (spectro.nn.samplers)
     return d
 
 

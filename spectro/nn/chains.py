@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -144,8 +144,7 @@ class _LoopState:
     """Everything the sampling loop carries from one step to the next."""
 
     step: int  # steps completed
-    W: torch.Tensor  # [C, D]
-    v: torch.Tensor | None  # RMSProp second moments [C, D]
+    kernel: Any  # the method's state (a NamedTuple, ``kernel.w`` the weights [C, D]; spectro.nn.samplers)
     perm: torch.Tensor | None  # current minibatch permutation(s)
     pos: int  # position in the permutation
     first_bad: torch.Tensor  # [C]
@@ -156,13 +155,32 @@ class _LoopState:
     loss_scale: torch.Tensor | None = None  # [C] fp16 loss scales (None in fp32/bf16)
     scale_streak: torch.Tensor | None = None  # [C] finite steps since each scale last changed
 
+    @property
+    def W(self) -> torch.Tensor:
+        """The chains' master weights [C, D]."""
+        return self.kernel.w
+
+    @W.setter
+    def W(self, value: torch.Tensor) -> None:
+        self.kernel = self.kernel._replace(w=value)
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        """RMSProp's running mean of g² [C, D] (None for methods without one)."""
+        return getattr(self.kernel, "v", None)
+
+    @v.setter
+    def v(self, value: torch.Tensor) -> None:
+        self.kernel = self.kernel._replace(v=value)
+
     def snapshot(self, posterior: "LocalizedPosterior") -> dict:
-        cpu = lambda t: None if t is None else t.detach().to("cpu", copy=True)  # noqa: E731
+        cpu = lambda t: t.detach().to("cpu", copy=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        kernel = {k: cpu(x) for k, x in self.kernel._asdict().items()}
         return {
             "format": "spectro.sgld_state/1",
             "fingerprint": posterior._state_fingerprint(),
             "step": self.step,
-            "W": cpu(self.W), "v": cpu(self.v), "perm": cpu(self.perm), "pos": self.pos,
+            "W": kernel.pop("w"), "v": kernel.pop("v", None), "kernel": kernel, "perm": cpu(self.perm), "pos": self.pos,
             "first_bad": cpu(self.first_bad), "bad_info": cpu(self.bad_info),
             "noise_gens": [g.get_state() for g in self.noise_gens],
             "data_gens": [g.get_state() for g in self.data_gens],
@@ -177,9 +195,13 @@ class _LoopState:
             diff = sorted(k for k in want if snap["fingerprint"].get(k) != want[k])
             raise ValueError(f"sampler snapshot belongs to a different run (differs in: {', '.join(diff)})")
         dev = posterior.device
-        on = lambda t: None if t is None else t.to(dev)  # noqa: E731
+        on = lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t  # noqa: E731
         self.step, self.pos = int(snap["step"]), int(snap["pos"])
-        self.W, self.v, self.perm = on(snap["W"]), on(snap["v"]), on(snap["perm"])
+        fields = {"w": snap["W"], **({"v": snap["v"]} if snap["v"] is not None else {}), **snap.get("kernel", {})}
+        if "t" in self.kernel._fields and "t" not in fields:  # snapshots from before the method registry
+            fields["t"] = self.step
+        self.kernel = type(self.kernel)(**{k: on(x) for k, x in fields.items()})
+        self.perm = on(snap["perm"])
         self.first_bad, self.bad_info = on(snap["first_bad"]), on(snap["bad_info"])
         if snap.get("loss_scale") is not None:  # fp16 runs; snapshots from before loss scaling start afresh
             self.loss_scale, self.scale_streak = on(snap["loss_scale"]), on(snap["scale_streak"])

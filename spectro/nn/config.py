@@ -15,14 +15,15 @@ devinterp's ``default_nbeta`` uses the *batch size* m instead (``m / log m``); p
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 __all__ = ["SamplerConfig", "default_nbeta", "PRECISIONS", "STEPS"]
 
-Method = Literal["sgld", "rmsprop_sgld"]
+Method = str  # a name registered in spectro.nn.samplers (sgld, rmsprop_sgld, rmsprop_sgld_warmup, sghmc, …)
 Precision = Literal["fp32", "bf16", "fp16"]
 Step = Literal["eager", "fused", "compiled"]
 STEPS = ("eager", "fused", "compiled")
@@ -61,8 +62,18 @@ class SamplerConfig:
     α = 0.99, δ = 0.1 the susceptibilities come out ~35 % too large; with δ ≫ √v (nearly constant
     preconditioner) they are exact. Prefer ``"sgld"`` where its step size is affordable.
 
+    Other methods (``rmsprop_sgld_warmup``: the preconditioner fixed after burn-in, unbiased;
+    ``sghmc``: underdamped Langevin by BAOAB) and their laws: :mod:`spectro.nn.samplers`.
+
     Attributes:
-        method: "sgld" or "rmsprop_sgld".
+        method: a registered method (:data:`spectro.nn.samplers.METHODS`): "sgld" (default),
+            "rmsprop_sgld" (devinterp's, biased), "rmsprop_sgld_warmup", "sghmc".
+        options: the method's own hyperparameters that are not fields here (e.g. ``friction``
+            of "sghmc"); unknown keys are an error.
+        control_variate: use the control-variate gradient ∇L_m(w) − ∇L_m(w*) + ∇L_n(w*) (Baker,
+            Fearnhead, Fox & Nemeth 2019), centred at w*: one more backward per step (at w*, on
+            the same minibatch; once per step for all chains with shared batches), the full-data
+            gradient at w* computed once. Unbiased; its noise shrinks with ‖w − w*‖.
         epsilon: step size ε > 0.
         gamma: localization strength γ ≥ 0 (0 = no localization; unbounded directions then diffuse).
         nbeta: nβ > 0; ``None`` → n/log n with n the training-set size (see module docstring).
@@ -121,10 +132,13 @@ class SamplerConfig:
     n_batches: int | None = None
     health_every: int = 10
     max_loss_increase: float = 100.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+    control_variate: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in ("sgld", "rmsprop_sgld"):
-            raise ValueError(f"method must be 'sgld' or 'rmsprop_sgld', got {self.method!r}")
+        from .samplers import get
+
+        method = get(self.method)
         _finite("epsilon", self.epsilon)
         if self.epsilon <= 0:
             raise ValueError(f"epsilon (step size) must be > 0, got {self.epsilon}")
@@ -164,6 +178,20 @@ class SamplerConfig:
         if not isinstance(self.step, str) or self.step not in STEPS:
             raise ValueError(f"step must be one of {list(STEPS)}, got {self.step!r}")
         _representable(self, ("epsilon", "gamma", "nbeta", "rmsprop_delta", "max_loss_increase"))
+        if not isinstance(self.options, Mapping):
+            raise ValueError(f"options must be a mapping of hyperparameter names to numbers, got {self.options!r}")
+        object.__setattr__(self, "options", dict(self.options))
+        method.values(self)
+        if self.step not in method.steps:
+            raise ValueError(f"method {self.method!r} supports step {list(method.steps)}, got step={self.step!r}")
+        if self.precision not in method.precisions:
+            raise ValueError(f"method {self.method!r} supports precision {list(method.precisions)}, got {self.precision!r}")
+        if method.check is not None:
+            method.check(self)
+        if not isinstance(self.control_variate, bool):
+            raise ValueError(f"control_variate must be true or false, got {self.control_variate!r}")
+        if self.control_variate and self.precision == "fp16":
+            raise ValueError("control_variate does not support precision='fp16' (the gradient at w* has no loss scale)")
         from ..devices import check_device
 
         check_device(self.device)

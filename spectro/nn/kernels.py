@@ -1,30 +1,15 @@
-"""The SGLD / RMSProp-SGLD update as small pure functions on (batched) parameter tensors.
+"""The hand-written SGLD / RMSProp-SGLD update for ``SamplerConfig.step`` "fused" and "compiled",
+and the step's displacement norms for the divergence report.
 
-Every function works elementwise, so the same code serves one parameter tensor, a flat vector
-of all free coordinates, or a stack of chains ``[C, D]`` (scalars broadcast; per-chain tensors
-must be given shapes that broadcast, e.g. ``[C, 1]``). Nothing is modified in place, except by
-:func:`fused_update_`, which writes into the outputs it is given.
-
-Composition (what :mod:`spectro.nn.posterior` does each step)::
-
-    g      = ∇L_m(w)                                   # minibatch-mean loss gradient
-    v      = rmsprop_update(v, g, α)                    # rmsprop_sgld only
-    ε_i    = ε · rmsprop_preconditioner(v, δ)            # or ε for plain sgld
-    drift  = sgld_drift(g, w, w*, nβ, γ)                 # nβ·g + γ·(w − w*)
-    w_new  = langevin_step(w, mask·drift, mask·η, ε_i)   # w − (ε_i/2)·drift + √ε_i·η
-
-This is devinterp's ``SGMCMC.sgld`` / ``SGMCMC.rmsprop_sgld`` step (noise_level = 1, no weight
-decay, no bounding box), checked step for step in ``tests/test_nn_kernels.py``. A restriction
-mask multiplies drift and noise, as devinterp's ``MaskPreconditioner`` (``overall_coef``) does.
-
-The whole composition after the gradient and the noise is one function, :func:`fused_update`
-(the same operations in the same order: bit-identical to the composition when run eagerly), for
-``SamplerConfig.step``: ``"eager"`` runs the composition above, ``"fused"`` the hand-fused
-in-place variant :func:`fused_update_` (fewer passes, no temporaries), ``"compiled"``
-``torch.compile(fused_update, dynamic=False)`` through :func:`compiled_update` (one compiled
-graph per device, dtype, block shape and method, cached for the process; inductor's on-disk cache
-serves later processes). The three agree to float rounding (``tests/test_nn_fused.py``); which
-one is fastest is measured in docs/benchmarks_nn.md ("Fused step").
+The eager step of every method is its pure kernel in :mod:`spectro.nn.samplers`. For SGLD and
+devinterp's RMSProp-SGLD the whole update after the gradient and the noise is also written out
+here as one function, :func:`fused_update` (the kernels' operations in their order: bit-identical
+to them when run eagerly): ``"fused"`` runs the hand-fused in-place variant :func:`fused_update_`
+(fewer passes, no temporaries), ``"compiled"`` ``torch.compile(fused_update, dynamic=False)``
+through :func:`compiled_update` (one compiled graph per device, dtype, block shape and method,
+cached for the process; inductor's on-disk cache serves later processes). The three agree to
+float rounding (``tests/test_nn_fused.py``); which one is fastest is measured in
+docs/benchmarks_nn.md ("Fused step").
 """
 
 from __future__ import annotations
@@ -40,46 +25,10 @@ import torch
 
 from .config import STEPS  # re-exported: the values of SamplerConfig.step
 
-__all__ = ["sgld_drift", "rmsprop_update", "rmsprop_preconditioner", "langevin_step", "step_terms", "STEPS",
-           "fused_update", "fused_update_", "compiled_update", "compile_seconds"]
+__all__ = ["step_terms", "STEPS", "fused_update", "fused_update_", "compiled_update", "compile_seconds"]
 
 
 Scalar = float | torch.Tensor
-
-
-def sgld_drift(grad: torch.Tensor, w: torch.Tensor, w_star: torch.Tensor, nbeta: Scalar, gamma: Scalar) -> torch.Tensor:
-    """Gradient of the negative log posterior: ``nβ·∇L_m(w) + γ·(w − w*)``.
-
-    This is ∇_w [nβ·L_m(w) + (γ/2)·‖w − w*‖²]; SGLD moves *against* it.
-    """
-    return grad * nbeta + (w - w_star) * gamma
-
-
-def rmsprop_update(v: torch.Tensor, grad: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Running mean of the squared gradient: ``v ← α·v + (1−α)·g²``.
-
-    As in devinterp: ``g`` is the raw minibatch-mean gradient (not multiplied by nβ), ``v``
-    starts at zeros and is not bias-corrected.
-    """
-    return v * alpha + grad * grad * (1.0 - alpha)
-
-
-def rmsprop_preconditioner(v: torch.Tensor, delta: float) -> torch.Tensor:
-    """Diagonal preconditioner ``G = 1 / (√v + δ)``; the per-coordinate step is ``ε_i = ε·G_i``."""
-    return 1.0 / (torch.sqrt(v) + delta)
-
-
-def langevin_step(w: torch.Tensor, drift: torch.Tensor, noise: torch.Tensor, eps_per_coord: Scalar) -> torch.Tensor:
-    """One Euler–Maruyama step of overdamped Langevin dynamics.
-
-    ``w_new = w − (ε_i/2)·drift + √ε_i·η`` with ``η = noise`` ~ N(0, I) and ``ε_i`` a scalar
-    step size or a per-coordinate tensor (RMSProp-SGLD). Its stationary law approximates
-    ∝ exp(−U) where drift = ∇U, with an O(ε) bias.
-    """
-    if isinstance(eps_per_coord, (int, float)):
-        eps = float(eps_per_coord)
-        return w.add(drift, alpha=-0.5 * eps).add_(noise, alpha=math.sqrt(eps))
-    return w - (0.5 * eps_per_coord) * drift + torch.sqrt(eps_per_coord) * noise
 
 
 def step_terms(
@@ -120,10 +69,10 @@ def fused_update(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One whole SGLD (``v is None``) or RMSProp-SGLD step after the gradient: ``(W_new, v_new)``.
 
-    Exactly the composition of the module docstring, operation for operation (so, run eagerly,
-    bit-identical to it): ``v_new = rmsprop_update(v, G, α)``, ``ε_i = ε·rmsprop_preconditioner(v_new, δ)``
-    (or ε), ``drift = sgld_drift(G, W, w*, nβ, γ)``, drift and noise times ``mask`` (if any),
-    ``W_new = langevin_step(W, drift, noise, ε_i)``. Written out rather than calling those
+    The step of :mod:`spectro.nn.samplers.sgld` / ``.rmsprop``, operation for operation (so, run
+    eagerly, bit-identical to it): ``v_new = α·v + (1−α)·G²``, ``ε_i = ε/(√v_new + δ)`` (or ε),
+    ``drift = nβ·G + γ·(W − w*)``, drift and noise times ``mask`` (if any),
+    ``W_new = W − (ε_i/2)·drift + √ε_i·η``. Written out rather than calling those
     functions so that ``torch.compile`` traces it with ε as a symbolic float (no recompile per ε).
     """
     drift = G * nbeta + (W - w_star) * gamma

@@ -83,8 +83,8 @@ from .chains import (DataMismatchError, DivergenceError, Draw, LossShapeError, N
                      _llc_statistics, _LoopState)
 from ..engine.seeding import chain_seed
 from .config import SamplerConfig
-from .kernels import (compiled_update, fused_update_, langevin_step, rmsprop_preconditioner, rmsprop_update, sgld_drift,
-                      step_terms)
+from .kernels import compiled_update, fused_update_, step_terms
+from . import samplers
 from .batches import Batch, _batch_size_of, _check_tensors, _default_model_input, _index, _index_chain, _mismatch_message, _slice
 from .memo import _FrozenMemo
 from .precision import LOSS_SCALE_INIT, LOSS_SCALE_MIN, check_precision, grow_loss_scales, warn_lost_updates
@@ -92,7 +92,7 @@ from .restrictions import Restriction
 
 __all__ = [
     "Batch",
-    "PerSampleLoss",
+    "LossFunction",
     "DivergenceError",
     "LossShapeError",
     "NonFiniteLossError",
@@ -103,7 +103,7 @@ __all__ = [
     "forget_init_losses",
 ]
 
-PerSampleLoss = Callable[[Any, Batch], torch.Tensor]
+LossFunction = Callable[[Any, Batch], torch.Tensor]
 """``per_sample_loss(model_output, batch) -> [batch]`` or ``[batch, tokens]`` (unreduced)."""
 
 _NOISE_STREAM, _DATA_STREAM = 1, 2
@@ -195,7 +195,7 @@ class LocalizedPosterior:
     def __init__(
         self,
         model: nn.Module,
-        per_sample_loss: PerSampleLoss,
+        per_sample_loss: LossFunction,
         train_data: Batch,
         config: SamplerConfig,
         restriction: Restriction | None = None,
@@ -288,6 +288,11 @@ class LocalizedPosterior:
         if low is not None:  # one low-precision copy of the frozen weights, made once
             self.constants = {n: t.to(low) if t.is_floating_point() else t for n, t in self.constants.items()}
         warn_lost_updates(self.w_star if self.mask is None else self.w_star[self.mask > 0], config)
+        self.method = samplers.get(config.method)
+        if self.mask is not None and not self.method.supports_mask:
+            raise ValueError(f"method {config.method!r} does not support restrictions with a coordinate mask")
+        self.hyper = self.method.hyper(samplers.Potential(self.w_star, self.mask, self.nbeta, config.gamma), config)
+        self._grad_star: torch.Tensor | None = None  # ∇L_n(w*) for control-variate gradients
         self._init_loss: float | None = None if init_loss is None else float(init_loss)
         # execution state, live only inside sample()
         self._pool: ThreadPoolExecutor | None = None
@@ -610,6 +615,9 @@ class LocalizedPosterior:
             del config["precision"]
         if config["step"] == "eager":  # likewise before step existed
             del config["step"]
+        for key, default in (("options", {}), ("control_variate", False)):  # and before the method registry
+            if config[key] == default:
+                del config[key]
         return {"config": config, "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
                 "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
 
@@ -624,8 +632,9 @@ class LocalizedPosterior:
         C, n = cfg.chains, self.n
         init_loss = self.init_loss if init_loss is None else init_loss
         full_batch = cfg.batch_size is None
-        W = self.w_star.unsqueeze(0).repeat(C, 1)
-        v = torch.zeros_like(W) if cfg.method == "rmsprop_sgld" else None
+        kernel = self.method.init(self.w_star.unsqueeze(0).repeat(C, 1), self.hyper)
+        if cfg.control_variate and self._grad_star is None:
+            self._grad_star = self._full_gradient_at_w_star()
         noise_gens = self._generators(_NOISE_STREAM)
         data_gens = [self._shared_generator()] if (self.shared_batches and not full_batch) else self._generators(_DATA_STREAM)
         first_bad = torch.full((C,), -1, dtype=torch.long, device=dev)
@@ -633,7 +642,7 @@ class LocalizedPosterior:
         scale = self._initial_loss_scales(C)
         streak = None if scale is None else torch.zeros(C, dtype=torch.long, device=dev)
         # pos = n forces a permutation draw at the first step
-        return _LoopState(0, W, v, None, n, first_bad, bad_info, noise_gens, data_gens, init_loss, scale, streak)
+        return _LoopState(0, kernel, None, n, first_bad, bad_info, noise_gens, data_gens, init_loss, scale, streak)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -664,15 +673,15 @@ class LocalizedPosterior:
         self._raise_if_diverged(state.first_bad, state.bad_info, state.init_loss)
 
     def _step(self, state: "_LoopState") -> torch.Tensor:
-        """One SGLD / RMSProp-SGLD step of every chain; updates ``state``; returns the loss [C]."""
+        """One step of every chain by the configured method's kernel (:mod:`spectro.nn.samplers`);
+        updates ``state``; returns the minibatch loss [C] at the weights before the step."""
         cfg = self.config
         dev, md = self.device, cfg.master_dtype
         C, D, n = cfg.chains, self.dim, self.n
-        eps, nbeta, gamma = cfg.epsilon, self.nbeta, cfg.gamma
         full_batch = cfg.batch_size is None
         shared = full_batch or self.shared_batches
         B = n if full_batch else cfg.batch_size
-        W, v = state.W, state.v
+        ks, W = state.kernel, state.W
         scaled_w = None if self.sample_weights is None else self.sample_weights * n  # n·ρ_i
 
         # ---- minibatch (indices drawn here, in the calling thread: reproducible)
@@ -689,66 +698,89 @@ class LocalizedPosterior:
             batch = _index(self.train_data, idx)
             sw = None if scaled_w is None else scaled_w[idx]
 
-        # ---- gradient, noise and update, chain block by chain block
-        W_new = torch.empty_like(W)
-        v_new = torch.empty_like(v) if v is not None else None
+        # ---- gradient, noise and the kernel's step, chain block by chain block
+        out = [torch.empty_like(x) if isinstance(x, torch.Tensor) else x for x in ks]
         G = torch.empty_like(W)
         noise = torch.empty(C, D, dtype=md, device=dev)
         loss = torch.empty(C, dtype=md, device=dev)
         noise_gens = state.noise_gens
         scales = state.loss_scale
         overflowed = None if scales is None else torch.zeros(C, dtype=torch.bool, device=dev)
+        cv = cfg.control_variate and not full_batch  # full batch: ∇L_m = ∇L_n, the control variate is exact
 
         def work(k: int, sl: slice) -> None:
             b = batch if shared else _slice(batch, sl)
             swk = sw if (sw is None or shared) else sw[sl]
             lk, gk, sk, ok = self._block_loss_and_grad(k, W[sl], b, swk, shared, None if scales is None else scales[sl])
+            if cv:  # ∇L_m(w) − ∇L_m(w*) + ∇L_n(w*)
+                star = self.w_star.unsqueeze(0).expand(1 if shared else sl.stop - sl.start, D)
+                _, g0, _, _ = self._block_loss_and_grad(k, star, b, swk, shared, None)
+                gk = gk - g0 + self._grad_star
             loss[sl], G[sl] = lk, gk
             if scales is not None:
                 scales[sl], overflowed[sl] = sk, ok
             for c in range(sl.start, sl.stop):
                 noise[c].normal_(generator=noise_gens[c])
-            if cfg.step != "eager":  # the same update in one fused function (kernels.fused_update)
-                args = (W[sl], gk, None if v is None else v[sl], noise[sl], self.w_star, self.mask, eps, nbeta, gamma,
-                        cfg.rmsprop_alpha, cfg.rmsprop_delta)
-                if cfg.step == "fused":
-                    fused_update_(*args, W_new[sl], None if v_new is None else v_new[sl])
-                    return
-                W_new[sl], vk = compiled_update(*args)
-                if v_new is not None:
-                    v_new[sl] = vk
-                return
-            if v_new is not None:
-                v_new[sl] = rmsprop_update(v[sl], gk, cfg.rmsprop_alpha)
-                eps_k: float | torch.Tensor = eps * rmsprop_preconditioner(v_new[sl], cfg.rmsprop_delta)
-            else:
-                eps_k = eps
-            drift = sgld_drift(gk, W[sl], self.w_star, nbeta, gamma)
-            eta = noise[sl]
-            if self.mask is not None:
-                drift = drift * self.mask
-                eta = eta * self.mask
-            W_new[sl] = langevin_step(W[sl], drift, eta, eps_k)
+            sub = type(ks)(*(x[sl] if isinstance(x, torch.Tensor) else x for x in ks))
+            new = self._update(sub, gk, noise[sl])
+            for i, x in enumerate(new):
+                if isinstance(x, torch.Tensor):
+                    out[i][sl] = x
+                else:
+                    out[i] = x
 
         self._run_blocks(work, C)
         if scales is not None:
             grow_loss_scales(scales, state.scale_streak, overflowed)
+        new_state = type(ks)(*out)
 
         # ---- health flag (on the device; the displacement norms only when needed)
         threshold = state.init_loss + cfg.max_loss_increase
-        bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(W_new.sum(-1))
+        bad = ~torch.isfinite(loss) | (loss > threshold) | ~torch.isfinite(new_state.w.sum(-1))
         if dev.type != "cpu" or bool(bad.any()):
-            eps_i = eps * rmsprop_preconditioner(v_new, cfg.rmsprop_delta) if v_new is not None else eps
+            eps_i = self.method.step_size(new_state, self.hyper) if self.method.step_size else cfg.epsilon
             gm = G if self.mask is None else G * self.mask
             eta = noise if self.mask is None else noise * self.mask
-            norms = step_terms(gm, W, self.w_star, eta, nbeta, gamma, eps_i)
+            norms = step_terms(gm, W, self.w_star, eta, self.nbeta, cfg.gamma, eps_i)
             bad = bad | ~torch.isfinite(norms).all(-1)
             new = bad & (state.first_bad < 0)
             state.first_bad = torch.where(new, torch.full_like(state.first_bad, state.step), state.first_bad)
             state.bad_info = torch.where(new[:, None], torch.cat([loss[:, None], norms], dim=1), state.bad_info)
-        state.W, state.v = W_new, v_new
+        state.kernel = new_state
         state.step += 1
         return loss
+
+    def _update(self, ks: Any, grad: torch.Tensor, noise: torch.Tensor) -> Any:
+        """The method's step on one chain block: its pure kernel (step="eager"), or for SGLD and
+        RMSProp-SGLD the hand-fused / compiled update of :mod:`spectro.nn.kernels` (the same step)."""
+        cfg = self.config
+        if cfg.step == "eager":
+            return self.method.step(ks, grad, noise, self.hyper)
+        v = getattr(ks, "v", None)
+        args = (ks.w, grad, v, noise, self.w_star, self.mask, cfg.epsilon, self.nbeta, cfg.gamma,
+                cfg.rmsprop_alpha, cfg.rmsprop_delta)
+        if cfg.step == "fused":
+            w_new, v_new = torch.empty_like(ks.w), None if v is None else torch.empty_like(v)
+            fused_update_(*args, w_new, v_new)
+        else:
+            w_new, v_new = compiled_update(*args)
+        if v is None:
+            return ks._replace(w=w_new)
+        return ks._replace(w=w_new, v=v_new, t=ks.t + 1)
+
+    def _full_gradient_at_w_star(self) -> torch.Tensor:
+        """∇L_n(w*) [D] on the whole (weighted) training set, in chunks of ``eval_batch_size``."""
+        chunk, n = self.config.eval_batch_size, self.n
+        total = torch.zeros(self.dim, dtype=self.config.master_dtype, device=self.device)
+        scaled = None if self.sample_weights is None else self.sample_weights * n
+        with _eval_mode(self.model):
+            for s in range(0, n, chunk):
+                e = min(n, s + chunk)
+                piece = _slice(self.train_data, slice(s, e))
+                sw = None if scaled is None else scaled[s:e]
+                _, g = self.loss_and_grad(self.w_star.unsqueeze(0), piece, sw, shared_batch=True)
+                total += g[0] * ((e - s) / n)
+        return total
 
     def _raise_if_diverged(self, first_bad: torch.Tensor, bad_info: torch.Tensor, init_loss: float) -> None:
         fb = first_bad.cpu()

@@ -27,7 +27,7 @@ from .config import SamplerConfig
 from .fields import TokenPointMasses
 from .observables import LossFunctional, MeanLoss, mean_loss
 from ..engine.seeding import run_seed
-from .posterior import Batch, LocalizedPosterior, PerSampleLoss
+from .posterior import Batch, LocalizedPosterior, LossFunction
 from .probes import ProbeSet
 from .restrictions import Restriction
 from .system import PosteriorSystem, run_config
@@ -37,7 +37,7 @@ __all__ = ["run_susceptibility", "component_susceptibility", "baker_susceptibili
 
 def run_susceptibility(
     model: nn.Module,
-    per_sample_loss: PerSampleLoss,
+    per_sample_loss: LossFunction,
     train_data: Batch,
     probe: ProbeSet,
     observables: Sequence[LossFunctional],
@@ -83,7 +83,7 @@ def baker_susceptibility(
 
 def component_susceptibility(
     model: nn.Module,
-    per_sample_loss: PerSampleLoss,
+    per_sample_loss: LossFunction,
     train_data: Batch,
     probe: ProbeSet,
     components: Mapping[str, Restriction],

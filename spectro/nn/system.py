@@ -1,6 +1,6 @@
 """The localized tempered posterior of a network as a :class:`~spectro.engine.system.System`.
 
-Weights are the configuration, one step is one SGLD / RMSProp-SGLD step of every chain
+Weights are the configuration, one step is one step of the configured method (:mod:`spectro.nn.samplers`) of every chain
 (:class:`~spectro.nn.posterior.LocalizedPosterior`), φ and ψ are loss functionals of the
 per-token probe losses (:mod:`spectro.nn.observables`, :mod:`spectro.nn.fields`) evaluated at
 each draw, and the scale is −1: χ = −Cov(φ, ψ) (docs/design.md §2). Sampled by
@@ -22,7 +22,7 @@ from ..engine.driver import RunConfig
 from ..engine.system import Gather, SystemBase
 from .config import SamplerConfig
 from .observables import LossFunctional, concat
-from .posterior import Batch, LocalizedPosterior, PerSampleLoss, SamplingResult, _LoopState
+from .posterior import Batch, LocalizedPosterior, LossFunction, SamplingResult, _LoopState
 from .probes import ProbeSet
 from .restrictions import Restriction
 
@@ -54,7 +54,7 @@ class PosteriorSystem(SystemBase):
     def __init__(
         self,
         model: nn.Module,
-        per_sample_loss: PerSampleLoss,
+        per_sample_loss: LossFunction,
         train_data: Batch,
         config: SamplerConfig,
         probe: ProbeSet,
@@ -187,4 +187,5 @@ class PosteriorSystem(SystemBase):
         return EstimatorInfo(system="nn", convention="chi = -Cov(phi, psi), psi = L(q') - L(q)",
                              sampler=self._global.to_dict(),
                              run={"restriction": post.restriction.name, "n_free": post.n_free, "nbeta": post.nbeta,
-                                  "n_train": post.n, "shared_batches": post.shared_batches})
+                                  "n_train": post.n, "shared_batches": post.shared_batches,
+                                  **({"method_bias": post.method.biased} if post.method.biased else {})})
