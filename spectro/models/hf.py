@@ -81,8 +81,16 @@ def supported_model_types() -> list[str]:
 
 
 def is_hf_model_dir(path: str | os.PathLike) -> bool:
-    """A folder with a ``config.json`` (spectro's own checkpoints have ``model.json`` instead)."""
-    return (Path(path) / "config.json").is_file()
+    """A folder with a ``config.json`` that is not a spectro checkpoint's (those carry
+    ``"format": "spectro...."``). An unreadable config.json counts: the loader then says why."""
+    f = Path(path) / "config.json"
+    if not f.is_file():
+        return False
+    try:
+        raw = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return True
+    return not (isinstance(raw, dict) and str(raw.get("format", "")).startswith("spectro."))
 
 
 def _logits_only(module, args, output):  # forward hook: ModelOutput -> logits tensor
