@@ -52,6 +52,7 @@ def models(tmp_path_factory, tok):
 
 def job_config(folder: Path, components, **over) -> dict:
     cfg = {
+        "system": "nn",
         "name": "hf-test",
         "model": {"checkpoint": str(folder)},
         "data": {"corpus": "fixture", "domains": ["code", "prose"], "context": 12, "train_sequences": 16},
@@ -384,6 +385,7 @@ def _one_line_error(cfg: dict, tmp_path: Path, capsys, *needles: str) -> str:
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg))
     out = tmp_path / "out"
+    capsys.readouterr()  # drop what building the model printed
     assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("spectro: error: "), err
