@@ -102,9 +102,11 @@ def _shape(model) -> tuple[int, int, int]:
     """(n_layers, n_heads, n_kv_heads) from the model's config."""
     if _is_attention_only(model):
         return model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_heads
-    cfg = model.config
+    from .hf import layer_count
+
+    cfg = model.config  # heads as devinterp reads them (its masks are built from the same numbers)
     n_heads = int(cfg.num_attention_heads)
-    return int(cfg.num_hidden_layers), n_heads, int(getattr(cfg, "num_key_value_heads", None) or n_heads)
+    return layer_count(model), n_heads, int(getattr(cfg, "num_key_value_heads", None) or n_heads)
 
 
 def _atom_restriction(model, part: str, name: str):

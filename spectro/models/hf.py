@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HF_EXTRA", "HFModelError", "HFModelInfo", "is_hf_model_dir", "load_hf_model", "supported_model_types"]
+__all__ = ["HF_EXTRA", "HFModelError", "HFModelInfo", "is_hf_model_dir", "layer_count", "load_hf_model", "supported_model_types"]
 
 HF_EXTRA = "pip install -e '.[hf]'"
 ESCAPE_HATCH = "or use the Python API (spectro.nn.run_susceptibility) with an explicit spectro.nn.Restriction"
@@ -93,6 +93,14 @@ def is_hf_model_dir(path: str | os.PathLike) -> bool:
     return not (isinstance(raw, dict) and str(raw.get("format", "")).startswith("spectro."))
 
 
+def layer_count(model) -> int:
+    """Layers as devinterp counts them: the blocks under the family's layer prefix in its table
+    (``config.num_hidden_layers`` is the *encoder's* count in encoder-decoder configs such as BART's)."""
+    from devinterp.slt.weight_restrictions import _count_layers, _get_spec
+
+    return _count_layers(dict(model.named_parameters()), _get_spec(model))
+
+
 def _logits_only(module, args, output):  # forward hook: ModelOutput -> logits tensor
     return output.logits if hasattr(output, "logits") else output[0]
 
@@ -146,7 +154,7 @@ def load_hf_model(path: str | os.PathLike, dtype: str | None = None):
     n_ctx = getattr(cfg, "max_position_embeddings", None)
     eos = _eos_id(path, raw)
     info_ = HFModelInfo(
-        model_type=model_type, architecture=type(model).__name__, n_layers=int(cfg.num_hidden_layers), n_heads=n_heads,
+        model_type=model_type, architecture=type(model).__name__, n_layers=layer_count(model), n_heads=n_heads,
         n_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or n_heads), d_model=int(cfg.hidden_size),
         vocab_size=vocab, n_ctx=int(n_ctx) if isinstance(n_ctx, int) else None,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."), eos_token_id=eos)
