@@ -43,7 +43,7 @@ def tiny_config(model_type: str, vocab_size: int, *, layers: int = 2, kv_heads: 
         if isinstance(d.get(a), list):
             d[a] = d[a][:layers]
     if model_type == "gpt_bigcode":
-        d["multi_query"] = False
+        d["multi_query"] = False  # the multi-query tiny config does not build here (shape error in transformers)
     for k in ("model_type", "transformers_version", "architectures"):
         d.pop(k, None)
     d.update(pad_token_id=0, bos_token_id=0, eos_token_id=0, is_decoder=True, use_cache=False)

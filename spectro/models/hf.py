@@ -170,7 +170,11 @@ def load_hf_model(path: str | os.PathLike, dtype: str | None = None):
 
 
 def _check_causal(model, vocab: int, path: Path) -> None:
-    """Logits at positions < T−1 must not depend on the last token (exact: eval mode, same inputs)."""
+    """Logits at positions < T−1 must not depend on the last token. Equal up to rounding: a
+    mixture-of-experts layer groups the tokens per expert, so changing one token changes the
+    matmul shapes of the others (measured: 6e-8 on logits of size 0.4 in float32), while a model
+    that sees the future moves them by far more (a tiny random BERT without is_decoder: 8e-4).
+    Tolerance: 64 units of rounding of the model's dtype, relative to the logits' size."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -178,8 +182,9 @@ def _check_causal(model, vocab: int, path: Path) -> None:
     other = ids.clone()
     other[0, -1] = (ids[0, -1] + 1) % vocab
     with torch.no_grad():
-        a, b = model(ids)[0, :-1], model(other)[0, :-1]
-    if not torch.equal(a, b):
+        a, b = model(ids)[0, :-1].double(), model(other)[0, :-1].double()
+    tol = 64 * torch.finfo(next(model.parameters()).dtype).eps * (1 + float(a.abs().max()))
+    if float((a - b).abs().max()) > tol:
         raise HFModelError(f"{path}: the model is not causal (its logits at earlier positions change with the last token); "
                            "an encoder checkpoint needs \"is_decoder\": true in config.json")
 
