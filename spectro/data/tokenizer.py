@@ -153,9 +153,11 @@ def check_tokenizer(
         )
 
 
-def encode_documents(tokenizer: Tokenizer, texts: Iterable[str], *, batch_size: int = 256) -> Iterator[list[int]]:
-    """Token ids of each text followed by the ``<|endoftext|>`` id (documents stay separable)."""
-    eos = tokenizer.token_to_id(EOS_TOKEN)
+def encode_documents(tokenizer: Tokenizer, texts: Iterable[str], *, batch_size: int = 256,
+                     eos_id: int | None = None) -> Iterator[list[int]]:
+    """Token ids of each text followed by the end-of-text id (documents stay separable): ``eos_id``
+    (e.g. a Hugging Face model's ``eos_token_id``), by default the ``<|endoftext|>`` token's id."""
+    eos = tokenizer.token_to_id(EOS_TOKEN) if eos_id is None else int(eos_id)
     if eos is None:
         raise TokenizerMismatchError(f"tokenizer has no {EOS_TOKEN!r} token; train it with train_tokenizer")
     batch: list[str] = []

@@ -32,15 +32,25 @@ keys and non-finite numbers are errors naming the key)::
     {
       "name": "...", "description": "...",          optional labels, copied to the results
       "model": {                                    required
-        "checkpoint": "runs/x/checkpoints/step_002000" | "builtin:tiny",   required
+        "checkpoint": "runs/x/checkpoints/step_002000" | "builtin:tiny" | "path/to/hf-model",   required
+                                    a spectro checkpoint folder, a built-in, or a local Hugging Face
+                                    causal-LM folder (config.json + *.safetensors + tokenizer.json;
+                                    loaded offline, needs pip install -e '.[hf]'; families:
+                                    spectro.models.hf.supported_model_types())
         "cache_dir": null,          builtin cache (default $SPECTRO_CACHE_DIR or runs/cache)
         "train_steps": null,        builtin only: override the recipe's training steps
         "dtype": null               "float32" | "bfloat16" | "float16": store the model in this
                                     dtype; bfloat16/float16 need the matching sampler.precision
-                                    ("bf16"/"fp16"; SGLD still updates float32 master weights)
+                                    ("bf16"/"fp16"; SGLD still updates float32 master weights).
+                                    A Hugging Face folder stored in bf16/fp16 loads as stored:
+                                    set the matching sampler.precision (or dtype "float32")
       },
       "data": {
         "corpus": "fixture",        "fixture" (shipped) or a corpus folder (spectro.data)
+        "files": null,              instead of corpus: local text per domain, {domain: file | [files] |
+                                    {"train": …, "validation": …}}; .txt (paragraphs), .jsonl/.json,
+                                    .parquet (spectro.data.local; unsplit domains: 10 % validation)
+        "text_field": "text",       the text column of .jsonl/.json/.parquet files
         "domains": null,            list of domains (default: all of the corpus)
         "context": null,            tokens per sequence, 2..n_ctx (default: the model's n_ctx)
         "train_sequences": 256,     SGLD training windows (train split, spread over domains)
@@ -65,8 +75,11 @@ keys and non-finite numbers are errors naming the key)::
                  ψ = L(D) − L(base) (names "dL:D")
           {"type": "upweight", "domain": D, "samples": [...]?}
                  ψ_m = ℓ_m − L(base), Bayesian influence functions (names "up:D[i]")
-      "components": ["heads", "full"],     required; "full" (alias "all"), "lLhH" (one head),
-                                          "lL" (all of layer L's attention), "heads" (every head)
+      "components": ["heads", "full"],     required; "full" (alias "all"), "heads" (every head), "layers",
+                                          "attn", "mlp" (one component per layer), "embed", "unembed",
+                                          "lLhH" (one head), "lLgG" (GQA group), "lL" (layer L; attention-
+                                          only models: its attention), "lL.attn", "lL.mlp", "A+B" unions,
+                                          parameter-name globs, "NAME=SPEC" (spectro.models.components)
       "sampler": {...},                    spectro.nn.SamplerConfig fields; master_dtype as
                                           "float32"/"float64"; nbeta null → n/log n, n = train_sequences;
                                           precision "fp32" (default) | "bf16" | "fp16": compute dtype of
@@ -103,7 +116,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +145,8 @@ class DataSpec:
     context: int | None = None
     train_sequences: int = 256
     tokenizer: str | None = None
+    files: dict[str, Any] | None = None
+    text_field: str = "text"
 
 
 @dataclass(frozen=True)
@@ -218,13 +232,20 @@ class JobConfig:
             raise ConfigError("model.train_steps applies only to builtin:* checkpoints")
 
         d = _Table(top.get("data", {}), "data")
-        d.allow("corpus", "domains", "context", "train_sequences", "tokenizer")
+        d.allow("corpus", "domains", "context", "train_sequences", "tokenizer", "files", "text_field")
+        files = d.get("files")
+        if files is not None:
+            if "corpus" in d.obj:
+                raise ConfigError("data: give either data.corpus or data.files, not both")
+            _check_files(files)
         data = DataSpec(
             corpus=d.string("corpus", default="fixture"),
             domains=d.str_list("domains", nonempty=True, unique=True),
             context=d.integer("context", minimum=2),
             train_sequences=d.integer("train_sequences", default=256, minimum=2),
             tokenizer=d.string("tokenizer"),
+            files=files,
+            text_field=d.string("text_field", default="text"),
         )
         if data.domains is not None and _BASE in data.domains:
             raise ConfigError(f"data.domains: {_BASE!r} is reserved for the base probe group; rename the domain")
@@ -247,9 +268,12 @@ class JobConfig:
         observables = tuple(_parse_observable(x, f"observables[{i}]") for i, x in enumerate(top.list("observables", default=["component_loss"], nonempty=True)))
         fields_ = tuple(_parse_field(x, f"fields[{i}]") for i, x in enumerate(top.list("fields", default=["tokens"], nonempty=True)))
         components = top.str_list("components", required=True, nonempty=True, unique=True)
+        from ..models.components import component_syntax_error
+
         for i, c in enumerate(components):
-            if not _COMPONENT_RE.fullmatch(c):
-                raise ConfigError(f"components[{i}]: {c!r} is not a component; use 'full' (or 'all'), 'heads', 'lL' or 'lLhH' (e.g. 'l0h3')")
+            err = component_syntax_error(c)
+            if err:
+                raise ConfigError(f"components[{i}]: {err}")
         if len({_canonical_component(c) for c in components}) != len(components):
             raise ConfigError(f"components: {list(components)} names a component twice ('all' is 'full')")
 
@@ -314,6 +338,8 @@ class JobConfig:
             "threads": self.threads,
             "export": asdict(self.export),
         }
+        if self.data.files is not None:
+            d["data"].pop("corpus", None)  # files replace the corpus
         return {k: v for k, v in d.items() if v is not None}
 
     def sampler_config(self):
@@ -468,7 +494,17 @@ def _parse_field(x: Any, path: str) -> FieldSpec:
                      positions=t.int_list("positions", nonempty=True))
 
 
-_COMPONENT_RE = re.compile(r"full|all|heads|l\d+(h\d+)?")
+def _check_files(files: Any) -> None:
+    """Shape of data.files (the files themselves are read when the job is prepared)."""
+    if not isinstance(files, dict) or not files:
+        raise ConfigError("data.files: expected a table {domain: file | [files] | {train: …, validation: …}}")
+    for dom, v in files.items():
+        if dom == _BASE:
+            raise ConfigError(f"data.files: {_BASE!r} is reserved for the base probe group; rename the domain")
+        items = list(v.values()) if isinstance(v, dict) else [v]
+        for x in items:
+            if not (isinstance(x, str) and x) and not (isinstance(x, list) and x and all(isinstance(p, str) and p for p in x)):
+                raise ConfigError(f"data.files.{dom}: expected a file path, a list of paths or {{train: …, validation: …}}, got {v!r}")
 
 
 def _canonical_component(c: str) -> str:

@@ -423,7 +423,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
         "components": summaries,
         "run": {
             "checkpoint": str(prep.checkpoint),
-            "model": prep.model.cfg.to_dict(),
+            "model": prep.model_card or prep.model.cfg.to_dict(),
             "n_params": int(sum(p.numel() for p in prep.model.parameters())),
             "tokenizer": _fp(prep.tokenizer),
             "corpus": prep.corpus_root,

@@ -4,7 +4,6 @@ probes, components, functionals), before anything is written; every problem is a
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .nn_config import _BASE, ConfigError, JobConfig, _canonical_component
+from .nn_config import _BASE, ConfigError, JobConfig
 
 __all__ = ["_Prepared", "_prepare", "_series_points"]
 
@@ -38,6 +37,7 @@ class _Prepared:
     fields: list[Any]
     nbeta: float
     corpus_root: str
+    model_card: dict | None = None  # summary.json's run.model (None: model.cfg.to_dict())
 
 
 def _resolve_checkpoint(cfg: JobConfig, progress: bool, log) -> Path:
@@ -57,7 +57,8 @@ def _resolve_checkpoint(cfg: JobConfig, progress: bool, log) -> Path:
     if not path.exists():
         raise ConfigError(f"model.checkpoint: checkpoint folder {path} does not exist")
     if not path.is_dir():
-        raise ConfigError(f"model.checkpoint: {path} is not a folder (a checkpoint folder from spectro.models.save_checkpoint)")
+        raise ConfigError(f"model.checkpoint: {path} is not a folder (a checkpoint folder from spectro.models.save_checkpoint, "
+                          "or a Hugging Face model folder from save_pretrained)")
     return path
 
 
@@ -66,25 +67,33 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
 
     from ..data.corpus import FIXTURE_DIR, CorpusError, load_corpus, read_manifest
     from ..data.tokenizer import TokenizerMismatchError, check_tokenizer, fingerprint, load_tokenizer
-    from ..models import CheckpointError, head_restriction, load_checkpoint
+    from ..data.local import load_text_files
+    from ..models import CheckpointError, load_checkpoint
+    from ..models.components import ComponentError, resolve_components
+    from ..models.hf import HFModelError, is_hf_model_dir, load_hf_model
+    from ..nn.precision import check_precision
     from ..models.training import TokenizedCorpus
     from ..nn.fields import SampleUpweighting, SubsetFields, TokenPointMasses
     from ..nn.observables import MeanLoss, PerSampleLoss, PerTokenLoss
     from ..nn.probes import ProbeSet
-    from ..nn.restrictions import Restriction
 
     sampler = cfg.sampler_config()
     # ---- corpus (checked before a built-in model is trained)
     root = FIXTURE_DIR if cfg.data.corpus == "fixture" else Path(cfg.data.corpus)
-    try:
-        manifest = read_manifest(root)
-    except CorpusError as e:
-        raise ConfigError(f"data.corpus: {e}") from None
-    available = list(manifest["domains"])
+    if cfg.data.files is not None:
+        available = list(cfg.data.files)
+        where = "data.files"
+    else:
+        try:
+            manifest = read_manifest(root)
+        except CorpusError as e:
+            raise ConfigError(f"data.corpus: {e}") from None
+        available = list(manifest["domains"])
+        where = f"corpus {root}"
     domains = list(cfg.data.domains) if cfg.data.domains is not None else available
     bad = [d for d in domains if d not in available]
     if bad:
-        raise ConfigError(f"data.domains: {bad} not in corpus {root}; it has {available}")
+        raise ConfigError(f"data.domains: {bad} not in {where}; it has {available}")
     if _BASE in domains:
         raise ConfigError(f"data.domains: the corpus has a domain named {_BASE!r}, reserved for the base probe group; "
                           "list the other domains explicitly")
@@ -111,15 +120,28 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
 
     # ---- model + tokenizer
     ckpt = _resolve_checkpoint(cfg, progress, log)
+    hf_info = None
+    if is_hf_model_dir(ckpt):
+        try:
+            model, tokenizer, hf_info = load_hf_model(ckpt, cfg.model.dtype)
+        except HFModelError as e:
+            raise ConfigError(f"model.checkpoint: {e}") from None
+        meta = {"huggingface": hf_info.to_dict()}
+        mcfg = _Shape(hf_info.n_layers, hf_info.n_heads, hf_info.vocab_size, hf_info.n_ctx)
+    else:
+        try:
+            model, tokenizer, meta = load_checkpoint(ckpt)
+        except (CheckpointError, TokenizerMismatchError) as e:
+            raise ConfigError(f"model.checkpoint: {e}") from None
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"model.checkpoint: cannot load {ckpt}: {e}") from None
+        if cfg.model.dtype is not None:
+            model = model.to(getattr(torch, cfg.model.dtype))
+        mcfg = model.cfg
     try:
-        model, tokenizer, meta = load_checkpoint(ckpt)
-    except (CheckpointError, TokenizerMismatchError) as e:
-        raise ConfigError(f"model.checkpoint: {e}") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise ConfigError(f"model.checkpoint: cannot load {ckpt}: {e}") from None
-    if cfg.model.dtype is not None:
-        model = model.to(getattr(torch, cfg.model.dtype))
-    mcfg = model.cfg
+        check_precision(model, sampler)
+    except ValueError as e:
+        raise ConfigError(f"sampler.precision: {e}") from None
     if cfg.data.tokenizer is not None:
         tpath = Path(cfg.data.tokenizer)
         try:
@@ -134,39 +156,23 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
         else:
             tokenizer = data_tok
     if tokenizer is None:
-        raise ConfigError(f"model.checkpoint: {ckpt} has no tokenizer.json; set data.tokenizer to the tokenizer it was trained with")
-    if tokenizer.get_vocab_size() != mcfg.vocab_size:
-        raise ConfigError(f"data.tokenizer has {tokenizer.get_vocab_size()} tokens but the checkpoint's model has "
+        how = " (a Hugging Face folder: tokenizer.save_pretrained(DIR) of a fast tokenizer writes it)" if hf_info else ""
+        raise ConfigError(f"model.checkpoint: {ckpt} has no tokenizer.json{how}; set data.tokenizer to the tokenizer it was trained with")
+    n_tok = tokenizer.get_vocab_size()
+    if n_tok != mcfg.vocab_size and not (hf_info is not None and n_tok < mcfg.vocab_size):  # HF: embeddings may be padded
+        raise ConfigError(f"data.tokenizer has {n_tok} tokens but the checkpoint's model has "
                           f"vocab_size {mcfg.vocab_size}: tokenizer and model do not belong together")
+    if mcfg.n_ctx is None and cfg.data.context is None:
+        raise ConfigError("data.context: the model declares no maximum context (max_position_embeddings); set data.context")
     context = cfg.data.context if cfg.data.context is not None else mcfg.n_ctx
-    if context > mcfg.n_ctx:
+    if mcfg.n_ctx is not None and context > mcfg.n_ctx:
         raise ConfigError(f"data.context: {context} tokens exceed the model's context n_ctx={mcfg.n_ctx}")
 
     # ---- components (need the model's shape)
-    components: dict[str, Any] = {}
-    for i, c in enumerate(cfg.components):
-        names: list[str]
-        if c == "heads":
-            names = [f"l{l}h{h}" for l in range(mcfg.n_layers) for h in range(mcfg.n_heads)]
-        else:
-            names = [_canonical_component(c)]
-        for name in names:
-            if name in components:
-                raise ConfigError(f"components[{i}]: {c!r} repeats component {name!r}")
-            if name == "full":
-                components[name] = None
-                continue
-            mt = re.fullmatch(r"l(\d+)(?:h(\d+))?", name)
-            layer = int(mt.group(1))
-            if layer >= mcfg.n_layers:
-                raise ConfigError(f"components[{i}]: {c!r}: layer {layer} does not exist; the model has n_layers={mcfg.n_layers}")
-            if mt.group(2) is None:
-                components[name] = Restriction.from_globs(model, f"blocks.{layer}.attn.*", name=name)
-            else:
-                head = int(mt.group(2))
-                if head >= mcfg.n_heads:
-                    raise ConfigError(f"components[{i}]: {c!r}: head {head} does not exist; the model has n_heads={mcfg.n_heads}")
-                components[name] = head_restriction(model, layer, head)
+    try:
+        components: dict[str, Any] = resolve_components(model, cfg.components)
+    except ComponentError as e:
+        raise ConfigError(f"components: {e}") from None
     uses_phi = any(o.type == "component_loss" for o in cfg.observables)
     if uses_phi and any(r is not None for r in components.values()) and "full" not in components:
         components = {"full": None, **components}  # Baker's estimator needs E_full[ψ]
@@ -179,13 +185,19 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     bars = hf_datasets.is_progress_bar_enabled()
     hf_datasets.disable_progress_bars()
     try:
-        datasets = load_corpus(root, domains=domains)
+        if cfg.data.files is not None:
+            datasets = load_text_files({d: cfg.data.files[d] for d in domains}, text_field=cfg.data.text_field)
+        else:
+            datasets = load_corpus(root, domains=domains)
     except CorpusError as e:
-        raise ConfigError(f"data.corpus: {e}") from None
+        raise ConfigError(f"{'data.files' if cfg.data.files is not None else 'data.corpus'}: {e}") from None
     finally:
         if bars:
             hf_datasets.enable_progress_bars()
-    corpus = TokenizedCorpus.from_datasets(datasets, tokenizer)
+    try:
+        corpus = TokenizedCorpus.from_datasets(datasets, tokenizer, eos_id=hf_info.eos_token_id if hf_info else None)
+    except TokenizerMismatchError as e:
+        raise ConfigError(f"model.checkpoint: {e}; the model folder's config.json needs an eos_token_id") from None
     n_dom = len(domains)
     per_train = -(-cfg.data.train_sequences // n_dom)
     train_parts = []
@@ -299,7 +311,18 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     return _Prepared(cfg=cfg, sampler=sampler, model=model, tokenizer=tokenizer, checkpoint=ckpt, ckpt_meta=meta,
                      domains=domains, context=context, train=train_all, probe=probe, input_ids=input_ids,
                      components=components, observables=observables, observable_kinds=kinds, fields=fields_,
-                     nbeta=nbeta, corpus_root=str(root))
+                     nbeta=nbeta, corpus_root="data.files" if cfg.data.files is not None else str(root),
+                     model_card=hf_info.to_dict() if hf_info is not None else None)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The model sizes the job checks against (spectro's models have them as ``model.cfg``)."""
+
+    n_layers: int
+    n_heads: int
+    vocab_size: int
+    n_ctx: int | None
 
 
 def _series_points(sampler, m: int, k: int) -> int:

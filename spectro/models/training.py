@@ -128,8 +128,9 @@ class TokenizedCorpus:
     tokenizer_fingerprint: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_datasets(cls, datasets: Mapping[str, Any], tokenizer: Any) -> "TokenizedCorpus":
-        """Tokenize a ``DatasetDict`` {train, validation} with columns ``text`` and ``domain``."""
+    def from_datasets(cls, datasets: Mapping[str, Any], tokenizer: Any, eos_id: int | None = None) -> "TokenizedCorpus":
+        """Tokenize a ``DatasetDict`` {train, validation} with columns ``text`` and ``domain``
+        (documents end with ``eos_id``, default ``<|endoftext|>``: :func:`spectro.data.tokenizer.encode_documents`)."""
         from ..data.tokenizer import encode_documents, fingerprint
 
         streams: dict[str, dict[str, torch.Tensor]] = {}
@@ -139,7 +140,7 @@ class TokenizedCorpus:
             for text, dom in zip(ds["text"], ds["domain"]):
                 by_domain.setdefault(dom, []).append(text)
             streams[split] = {
-                dom: torch.from_numpy(np.concatenate([np.asarray(ids, dtype=np.int64) for ids in encode_documents(tokenizer, texts)]))
+                dom: torch.from_numpy(np.concatenate([np.asarray(ids, dtype=np.int64) for ids in encode_documents(tokenizer, texts, eos_id=eos_id)]))
                 for dom, texts in by_domain.items()
             }
         if set(streams["train"]) != set(streams["validation"]):
