@@ -91,12 +91,12 @@ def test_cli_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("spectro: error:") and "nope.json" in err and "\n" not in err
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"system": "nn", "model": {"checkpoint": "builtin:tiny"}, "sampler": {"epsilon": -1}}))
+    bad.write_text(json.dumps({"system": "nn", "model": {"checkpoint": "builtin:tiny"}, "components": ["full"], "sampler": {"epsilon": -1}}))
     assert main(["nn", "check", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("spectro: error:") and "epsilon" in err and "\n" not in err
     good = tmp_path / "good.json"
-    good.write_text(json.dumps({"system": "nn", "model": {"checkpoint": "builtin:tiny"}}))
+    good.write_text(json.dumps({"system": "nn", "model": {"checkpoint": "builtin:tiny"}, "components": ["full"]}))
     assert main(["nn", "check", str(good), "--chains", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "chains" in err and "\n" not in err
