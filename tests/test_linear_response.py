@@ -116,27 +116,27 @@ def test_finite_difference_matches_chi_and_the_exact_response_on_the_gaussian_or
 
 
 # ---------------------------------------------------------------------------- builtin:tiny
-def _tiny(tmp_path_factory, chains, draws, per_domain=2):
+def _tiny(chains, draws, per_domain=2, base=8, burn_in=100, steps_per_draw=2):
     from spectro.jobs.nn_config import JobConfig
     from spectro.jobs.nn_prepare import _prepare
 
     cfg = JobConfig.from_dict({
         "model": {"checkpoint": "builtin:tiny"},
         "data": {"corpus": "fixture", "context": 32, "train_sequences": 256},
-        "probes": {"base": 8, "per_domain": per_domain, "split": "validation"},
+        "probes": {"base": base, "per_domain": per_domain, "split": "validation"},
         "observables": ["component_loss"], "fields": ["tokens"], "components": ["full"],
         "sampler": {"method": "sgld", "epsilon": 3e-4, "gamma": 1000.0, "nbeta": 30.0, "chains": chains,
-                    "draws": draws, "burn_in": 100, "steps_per_draw": 2, "batch_size": 16, "seed": 0}})
+                    "draws": draws, "burn_in": burn_in, "steps_per_draw": steps_per_draw, "batch_size": 16, "seed": 0}})
     return _prepare(cfg, progress=False, log=lambda *_: None)
 
 
-def test_linear_response_on_builtin_tiny_fast(tmp_path_factory):
+def test_linear_response_on_builtin_tiny_fast():
     """A transformer: one per-domain and one per-token field, full model, one δ; every entry's
     difference FD − χ within its paired error (|z| < 4)."""
     from spectro.models import next_token_loss
 
     torch.set_num_threads(1)
-    prep = _tiny(tmp_path_factory, chains=4, draws=40)
+    prep = _tiny(chains=4, draws=30, per_domain=1, base=4, burn_in=40, steps_per_draw=1)
     obs = [MeanLoss("base")] + [MeanLoss(d) for d in prep.domains]
     fields = [SubsetFields({"code": "code"}, base="base"), TokenPointMasses(("math", [0]), base="base", positions=[7])]
     rows, meta = linear_response(prep.model, next_token_loss, prep.train, prep.probe, obs, fields, prep.sampler,
@@ -154,7 +154,7 @@ def test_linear_response_on_builtin_tiny_components():
     from spectro.models import head_restriction, next_token_loss
 
     torch.set_num_threads(1)
-    prep = _tiny(None, chains=8, draws=100)
+    prep = _tiny(chains=8, draws=100)
     obs = [MeanLoss("base")] + [MeanLoss(d) for d in prep.domains]
     fields = [SubsetFields({d: d for d in prep.domains}, base="base"),
               TokenPointMasses(("code", [0]), base="base", positions=[5, 20])]

@@ -212,8 +212,8 @@ def recommend(reports: Sequence[SettingReport]) -> tuple[SettingReport | None, s
     here = [r for r in ok if r.gamma_factor == 1 and r.nbeta_factor == 1]
     if here:
         best = max(here, key=lambda r: r.eps_factor)
-        why = (f"largest trustworthy ε at the config's γ and nβ (ε × {best.eps_factor:g}): {best.reasons[0]}; "
-               f"ESS {best.ess:.0f} per {len(best.chi or [])} entries' run")
+        why = (f"largest trustworthy ε at the config's γ and nβ (ε × {best.eps_factor:g}; fewest steps per "
+               f"effective draw): {best.reasons[0]}; loss-trace ESS {best.ess:.0f} in the pilot")
         return best, why
     if ok:  # nearest to the config: fewest changed factors, more localized (larger γ, smaller nβ) first
         def dist(r: SettingReport) -> tuple:
