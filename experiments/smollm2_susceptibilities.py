@@ -21,8 +21,8 @@ path; not exercised offline).
 The pipeline (spectro.nn, the same code as the transformer jobs): for each weight component C
 (``l<L>h<H>``: query rows and output-projection columns of one head of layer L; the key/value
 rows are shared by 3 query heads and stay frozen; ``l<L>.mlp``; ``l<L>.attn``) sample the
-localized tempered posterior restricted to C with SGLD (chains batched, minibatches of training
-windows shared across chains, frozen-module memo: the frozen layers below C are computed once per
+localized tempered posterior restricted to C with SGLD (chains batched, each chain with its own
+minibatch stream — independent chains, as ESS and R-hat assume (issue 24) — frozen-module memo: the frozen layers below C are computed once per
 step and once per run on the probes), and estimate with the engine
 
     χ^C_xy = −Cov_C(φ, ψ_xy),   φ = L̄(w) on base windows,   ψ_xy = ℓ_xy(w) − L̄(w)
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
         restriction = component(model, name)
         t0 = time.perf_counter()
         res = run_susceptibility(model, next_token_loss, train, probe, observables, fields, cfg, restriction=restriction,
-                                 model_input=lambda ids: (ids,), shared_batches=True,
+                                 model_input=lambda ids: (ids,),
                                  meta={"component": name, "model": desc})
         res.meta["seconds"] = time.perf_counter() - t0
         res.save(args.out / f"chi_{name}.npz")

@@ -3,6 +3,8 @@
     spectro nn run  --config FILE --out DIR [--overwrite] [--no-progress]
                     [--checkpoint DIR] [--checkpoint-every SECONDS | --no-checkpoint] [--resume]
     spectro nn demo [--out DIR] [--overwrite] [--no-progress]     (builtin:tiny, every head + full, ≈3 min on 2 cores)
+    spectro nn check CONFIG [--out DIR] [--chains C] [--draws N] [--no-progress]
+                    (pilot chains on a grid of ε, γ, nβ around the config's; recommends a setting)
 
     torchrun --nproc-per-node P -m spectro nn run ...   chains split over P processes, same result
 
@@ -26,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_nn_commands", "NN_COMMANDS", "cmd_nn_run", "cmd_nn_demo"]
+__all__ = ["add_nn_commands", "NN_COMMANDS", "cmd_nn_run", "cmd_nn_demo", "cmd_nn_check"]
 
 
 def add_nn_commands(subparsers) -> None:
@@ -53,6 +55,7 @@ def add_nn_commands(subparsers) -> None:
     demo.add_argument("--out", type=Path, default=Path("runs/nn-demo"))
     demo.add_argument("--overwrite", action="store_true", help="replace spectro's results of an earlier run in --out")
     demo.add_argument("--no-progress", action="store_true")
+    _add_check_parser(nsub)
 
 
 def _run(config, out: Path, overwrite: bool, progress: bool, checkpoint=None) -> int:
@@ -113,4 +116,37 @@ def cmd_nn_demo(args: argparse.Namespace) -> int:
     return _run(DEMO_CONFIG, args.out, args.overwrite, not args.no_progress)
 
 
-NN_COMMANDS = {("nn", "run"): cmd_nn_run, ("nn", "demo"): cmd_nn_demo}
+def _add_check_parser(nsub) -> None:
+    check = nsub.add_parser("check", help="pilot chains on a small grid of epsilon, gamma, nbeta around a config's; "
+                                          "diagnostics per setting and a recommended setting (spectro.jobs.nn_check)")
+    check.add_argument("config", type=Path, help="job config (.json or .toml)")
+    check.add_argument("--out", type=Path, default=None, help="folder for check.json and check.png (default: none)")
+    check.add_argument("--chains", type=int, default=4, help="pilot chains per setting (default 4)")
+    check.add_argument("--draws", type=int, default=40, help="pilot draws per chain (default 40)")
+    check.add_argument("--burn-in", type=int, default=None, help="pilot burn-in steps (default: the config's)")
+    check.add_argument("--no-progress", action="store_true")
+
+
+def cmd_nn_check(args: argparse.Namespace) -> int:
+    from .nn_check import CheckGrid, run_check
+    from .nn_config import ConfigError
+
+    if not args.config.is_file():
+        raise ConfigError(f"{args.config}: no such config file")
+    try:
+        grid = CheckGrid(chains=args.chains, draws=args.draws, burn_in=args.burn_in)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file, not a folder")
+    rec = run_check(args.config, args.out, grid, progress=not args.no_progress)
+    print(rec["table"])
+    r = rec["recommended"]
+    print("recommended: " + ("none" if r is None else f"epsilon {r['epsilon']:.3g}, gamma {r['gamma']:.3g}, "
+                                                       f"nbeta {r['nbeta']:.3g}") + f" — {rec['reason']}")
+    if args.out is not None:
+        print(f"wrote {args.out}/check.json and check.png")
+    return 0
+
+
+NN_COMMANDS = {("nn", "run"): cmd_nn_run, ("nn", "demo"): cmd_nn_demo, ("nn", "check"): cmd_nn_check}

@@ -190,6 +190,9 @@ class LocalizedPosterior:
             exact; switch off for models whose frozen parts are random in eval mode).
         init_loss: L_n(w*) if already known (e.g. from a run of another restriction of the same
             model and data); by default computed once per (model, data, loss) and cached.
+        loss_term: ``term(losses_of) -> scalar`` added to every minibatch loss, where
+            ``losses_of(batch)`` gives this chain's [B, T] losses on any batch: the reweighted
+            data q_h of :mod:`spectro.nn.reweighting` (None: the plain posterior).
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class LocalizedPosterior:
         workers: int | None = None,
         memoize_frozen: bool = True,
         init_loss: float | None = None,
+        loss_term: Callable[[Callable[[Batch], torch.Tensor]], torch.Tensor] | None = None,
     ):
         self.model = model
         self.per_sample_loss = per_sample_loss
@@ -294,6 +298,7 @@ class LocalizedPosterior:
         self.hyper = self.method.hyper(samplers.Potential(self.w_star, self.mask, self.nbeta, config.gamma), config)
         self._grad_star: torch.Tensor | None = None  # ∇L_n(w*) for control-variate gradients
         self._init_loss: float | None = None if init_loss is None else float(init_loss)
+        self.loss_term = loss_term  # added to every minibatch loss: spectro.nn.reweighting (q_h)
         # execution state, live only inside sample()
         self._pool: ThreadPoolExecutor | None = None
         self._shells: list[nn.Module] = []
@@ -340,7 +345,10 @@ class LocalizedPosterior:
     ) -> torch.Tensor:
         """One chain's minibatch loss L_m = mean_b(w_b·ℓ_b) (w_b = n·ρ_b, or 1), ℓ_b = mean over tokens."""
         per_sample = self._call(flat, batch, module).mean(dim=1)  # [B]
-        return (per_sample * weights).mean() if weights is not None else per_sample.mean()
+        loss = (per_sample * weights).mean() if weights is not None else per_sample.mean()
+        if self.loss_term is not None:  # h·ψ(w) on fixed data, evaluated exactly (spectro.nn.reweighting)
+            loss = loss + self.loss_term(lambda b: self._call(flat, b, module))
+        return loss
 
     # ------------------------------------------------------------------ execution
     def _blocks(self, C: int) -> list[slice]:
@@ -619,7 +627,8 @@ class LocalizedPosterior:
             if config[key] == default:
                 del config[key]
         return {"config": config, "dim": self.dim, "n": self.n, "restriction": self.restriction.name,
-                "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None}
+                "shared_batches": bool(self.shared_batches), "weighted": self.sample_weights is not None,
+                **({"loss_term": repr(self.loss_term)} if self.loss_term is not None else {})}
 
     # ------------------------------------------------------------------ step-wise sampling
     def start(self, init_loss: float | None = None) -> "_LoopState":

@@ -1,0 +1,175 @@
+"""Sensitivity to the sampler's settings (issue 24, item 3): one-at-a-time changes of γ, ε and nβ
+around a centre setting (Part A: ε 3e-4, γ 1000, nβ 30), one ``spectro nn run`` job each, and how
+the results move in units of their error bars:
+
+* dataset χ (fields ``dL:<domain>``) of every component: z = (χ_setting − χ_centre)/√(se² + se²)
+  (independent seeds per setting, so the errors add);
+* the top principal components of the per-token χ (components × tokens, columns z-scored as in
+  the studies): |cos| between each setting's PC1/PC2 loadings and the centre's, and the PC1
+  explained-variance fraction;
+* the LLC of every component: z of the difference.
+
+Plus the per-setting health of the run (loss-trace R-hat, divergence). Changing γ or nβ changes
+the posterior (the estimand); changing ε should not, so an ε-shift beyond the error bars is bias.
+
+    python experiments/validate_sensitivity.py --checkpoint builtin:tiny --out runs/validate-sens-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from validate_error_bars import job_config, machine  # noqa: E402
+
+CENTRE = {"epsilon": 3e-4, "gamma": 1000.0, "nbeta": 30.0}
+
+
+def settings(gammas, eps_f, nbeta_f) -> list[dict]:
+    out = [dict(CENTRE)]
+    out += [{**CENTRE, "gamma": g} for g in gammas if g != CENTRE["gamma"]]
+    out += [{**CENTRE, "epsilon": CENTRE["epsilon"] * f} for f in eps_f if f != 1]
+    out += [{**CENTRE, "nbeta": CENTRE["nbeta"] * f} for f in nbeta_f if f != 1]
+    return out
+
+
+def label(s: dict) -> str:
+    return f"eps{s['epsilon']:.3g}_gamma{s['gamma']:.3g}_nbeta{s['nbeta']:.3g}"
+
+
+def read(folder: Path) -> dict:
+    from spectro.engine import Susceptibility
+
+    summary = json.loads((folder / "summary.json").read_text())
+    out = {}
+    for name, comp in summary["components"].items():
+        sus = Susceptibility.load(folder / f"chi_{name}.npz")
+        dom = [a for a, f in enumerate(sus.fields) if f.startswith("dL:")]
+        tok = [a for a, f in enumerate(sus.fields) if f.startswith("tok:")]
+        out[name] = {"dom": (sus.chi[0, dom], sus.stderr[0, dom]), "tok": sus.chi[0, tok], "tok_se": sus.stderr[0, tok],
+                     "llc": (comp["llc"], comp["llc_stderr"]), "rhat": comp.get("loss_trace_rhat")}
+    return out
+
+
+def pcs(res: dict, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    M = np.stack([res[c]["tok"] for c in sorted(res)])  # components × tokens
+    M = (M - M.mean(axis=0)) / np.where(M.std(axis=0) > 0, M.std(axis=0), 1)
+    U, S, Vt = np.linalg.svd(M - M.mean(axis=0), full_matrices=False)
+    return Vt[:k], S[:k] ** 2 / np.sum(S**2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="builtin:tiny")
+    p.add_argument("--corpus", default="fixture")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--gammas", type=float, nargs="+", default=[300.0, 1000.0, 3000.0])
+    p.add_argument("--eps-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    p.add_argument("--nbeta-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0])
+    p.add_argument("--only", type=int, nargs="+", default=None, help="run only these setting indices (pieces)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--per-domain", type=int, default=4)
+    p.add_argument("--context", type=int, default=32)
+    p.add_argument("--components", nargs="+", default=["full", "l0h0", "l1h0"])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    args.epsilon = args.gamma = args.nbeta = None
+    from spectro.jobs.nn_job import run_job
+    from spectro.nn.posterior import DivergenceError
+
+    grid = settings(args.gammas, args.eps_factors, args.nbeta_factors)
+    args.out.mkdir(parents=True, exist_ok=True)
+    status = {}
+    for i, s in enumerate(grid):
+        folder = args.out / "jobs" / label(s)
+        if (folder / "summary.json").is_file() or (args.only is not None and i not in args.only):
+            continue
+        cfg = job_config(args, args.seed + i)  # independent seeds: the differences' errors add
+        cfg["sampler"].update(s)
+        t0 = time.perf_counter()
+        try:
+            run_job(cfg, folder, overwrite=True, progress=False)
+            status[label(s)] = {"seconds": time.perf_counter() - t0}
+        except DivergenceError as e:
+            status[label(s)] = {"diverged": " ".join(str(e).split())}
+            (args.out / "jobs").mkdir(exist_ok=True)
+            (args.out / "jobs" / f"{label(s)}.diverged.txt").write_text(str(e))
+        print(f"{label(s)}: {status[label(s)]}", file=sys.stderr, flush=True)
+    centre_dir = args.out / "jobs" / label(grid[0])
+    if not (centre_dir / "summary.json").is_file():
+        print("validate_sensitivity: the centre setting has not run yet", file=sys.stderr)
+        return 0
+    centre = read(centre_dir)
+    V0, f0 = pcs(centre)
+    rows = []
+    for s in grid[1:]:
+        folder = args.out / "jobs" / label(s)
+        if not (folder / "summary.json").is_file():
+            rows.append({"setting": s, "diverged": (args.out / "jobs" / f"{label(s)}.diverged.txt").is_file()})
+            continue
+        res = read(folder)
+        V, f = pcs(res)
+        zd = np.concatenate([(res[c]["dom"][0] - centre[c]["dom"][0]) / np.hypot(res[c]["dom"][1], centre[c]["dom"][1])
+                             for c in centre])
+        zl = {c: (res[c]["llc"][0] - centre[c]["llc"][0]) / np.hypot(res[c]["llc"][1], centre[c]["llc"][1]) for c in centre}
+        rows.append({"setting": s, "dataset_chi_z": zd.tolist(), "dataset_chi_rms_z": float(np.sqrt(np.mean(zd**2))),
+                     "llc": {c: res[c]["llc"] for c in res}, "llc_z": zl,
+                     "pc_cos_with_centre": [float(abs(V[j] @ V0[j])) for j in range(len(V0))],
+                     "pc1_fraction": float(f[0]), "rhat": {c: res[c]["rhat"] for c in res}})
+    record = {"command": " ".join([sys.executable, *sys.argv]), "centre": grid[0],
+              "centre_llc": {c: centre[c]["llc"] for c in centre}, "centre_pc1_fraction": float(f0[0]),
+              "rows": rows, "status": status, "machine": machine()}
+    (args.out / "sensitivity.json").write_text(json.dumps(record, indent=1, default=float))
+    try:
+        plot(record, args.out / "sensitivity.png")
+    except Exception as e:  # noqa: BLE001 - the record matters more than the figure
+        print(f"figure not written: {e}", file=sys.stderr)
+    for r in rows:
+        if "dataset_chi_rms_z" in r:
+            print(label(r["setting"]), f"dataset χ rms z {r['dataset_chi_rms_z']:.2f}",
+                  "LLC z " + " ".join(f"{c} {z:+.1f}" for c, z in r["llc_z"].items()),
+                  "PC |cos| " + " ".join(f"{x:.2f}" for x in r["pc_cos_with_centre"]))
+        else:
+            print(label(r["setting"]), "diverged" if r.get("diverged") else "not run")
+    return 0
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in record["rows"] if "dataset_chi_rms_z" in r]
+    names = [label(r["setting"]).replace("_", "\n") for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].bar(range(len(rows)), [r["dataset_chi_rms_z"] for r in rows], label="dataset χ (rms z)")
+    comps = list(rows[0]["llc_z"]) if rows else []
+    for j, c in enumerate(comps):
+        ax[0].plot(range(len(rows)), [abs(r["llc_z"][c]) for r in rows], "o", label=f"|z| LLC {c}")
+    ax[0].axhline(1, color="k", lw=0.5)
+    ax[0].set_xticks(range(len(rows)), names, fontsize=6)
+    ax[0].set_ylabel("shift from the centre / combined stderr")
+    ax[0].legend(fontsize=7)
+    ax[1].bar(range(len(rows)), [r["pc_cos_with_centre"][0] for r in rows], label="|cos| PC1")
+    ax[1].plot(range(len(rows)), [r["pc_cos_with_centre"][1] for r in rows], "o", color="C1", label="|cos| PC2")
+    ax[1].set_xticks(range(len(rows)), names, fontsize=6)
+    ax[1].set_ylim(0, 1.05)
+    ax[1].legend(fontsize=7)
+    fig.suptitle(f"sensitivity around {label(record['centre'])}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
