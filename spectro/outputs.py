@@ -52,8 +52,8 @@ _TMP_PATTERN = ".*.tmp*"  # atomic_path's temporary files, left behind only by a
 #: What each kind of folder may hold of spectro's (names or glob patterns). A marker's file list
 #: is honoured only where these patterns cover it, so no marker can make spectro delete more.
 KINDS: dict[str, tuple[str, ...]] = {
-    "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*"),
-    "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp"),
+    "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*", "report.html"),
+    "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
     "nn-checkpoint": ("job.json", "done.json", "full_acc.pt", "rank*.pt"),
 }
 _command = "spectro"

@@ -236,8 +236,10 @@ def _install_results(prep: _Prepared, stage: Path, out: Path) -> None:
     """Record the finished files in the stage's marker and move the stage to ``out`` (replacing
     only spectro's files of an earlier run there)."""
     from ..outputs import install_folder, run_id, write_marker
+    from ..report import report_for_job
     from .resume import RESULTS_KIND
 
+    report_for_job(stage, shown_as=out)  # report.html (a failure is a warning, never a lost run)
     files = sorted(p.name for p in stage.iterdir() if not p.name.startswith("."))
     write_marker(stage, RESULTS_KIND, files, results=run_id(_resolved_config(prep)))
     install_folder(stage, out)

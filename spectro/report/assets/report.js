@@ -1,6 +1,7 @@
 // spectro report: draws the page from the JSON in <script id="data">. No network, no libraries.
 "use strict";
 (function () {
+  const t0 = performance.now();
   const D = JSON.parse(document.getElementById("data").textContent);
   const $ = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
@@ -24,9 +25,10 @@
 
   // ---------------------------------------------------------------- tooltip
   document.addEventListener("mousemove", (ev) => {
-    const t = ev.target.closest ? ev.target.closest("[data-tip]") : null;
-    let text = t ? t.getAttribute("data-tip") : null;
-    if (!text && ev.target.tipAt) text = ev.target.tipAt(ev);
+    let el = ev.target, text = null;  // the nearest element with a tip (attribute) or a tip function
+    while (el && el.getAttribute && !el.tipAt && !el.getAttribute("data-tip")) el = el.parentElement;
+    if (el && el.tipAt) text = el.tipAt(ev);
+    else if (el && el.getAttribute) text = el.getAttribute("data-tip");
     if (!text) { tip.style.display = "none"; return; }
     tip.textContent = text;
     tip.style.display = "block";
@@ -185,19 +187,25 @@
     const leg = $("div", { class: "controls" });
     host.append(leg, box);
     if (T.shown < T.n_tokens) host.append($("p", { class: "note", text: `${T.shown} of ${T.n_tokens} probe tokens shown.` }));
+    let current = null;
+    box.tipAt = (ev) => {  // built on hover, for the token under the pointer
+      const sp = ev.target.closest(".tok");
+      if (!sp || !current) return null;
+      const se = current, t = +sp.dataset.t, v = se.values[t], f = se.flag[t] || 0;
+      const iv = se.lo ? `95% interval [${fmt(se.lo[t])}, ${fmt(se.hi[t])}]` : se.se ? `± ${fmt(se.se[t], 3)} stderr${se.pc ? " (propagated, independent errors)" : ""}` : "";
+      return `${JSON.stringify(T.text[t])}  (${T.cls[t]}; position ${T.position[t] + 1})\n${se.what} = ${fmt(v)}  ${iv}` + (f ? "\n" + whyText(f) : "");
+    };
     return {
       paint(se) {
+        current = se;
         const sc = scaleOf(se.values, true), col = colourFor(sc);
         leg.replaceChildren(legend(sc, se.what));
-        spans.forEach((sp, i) => {
-          const t = +sp.dataset.t, v = se.values[t], f = se.flag[t] || 0;
-          sp.style.backgroundColor = col(v);
-          sp.classList.toggle("flagged", !!f);
-          sp.dataset.flag = f; sp.dataset.value = v;
-          sp.dataset.why = reasons(f).join("; ");
-          const iv = se.lo ? `95% interval [${fmt(se.lo[t])}, ${fmt(se.hi[t])}]` : se.se ? `± ${fmt(se.se[t], 3)} stderr${se.pc ? " (propagated, independent errors)" : ""}` : "";
-          sp.dataset.tip = `${JSON.stringify(T.text[t])}  (${T.cls[t]}; position ${T.position[t] + 1})\n${se.what} = ${fmt(v)}  ${iv}` + (f ? "\n" + whyText(f) : "");
-        });
+        for (const sp of spans) {
+          const t = +sp.dataset.t, f = se.flag[t] || 0;
+          sp.style.backgroundColor = col(se.values[t]);
+          if (f) { sp.classList.add("flagged"); sp.dataset.why = reasons(f).join("; "); }
+          else if (sp.dataset.why !== undefined) { sp.classList.remove("flagged"); delete sp.dataset.why; }
+        }
       },
     };
   }
@@ -399,5 +407,7 @@
     main.append(banner(D.flagged, ""));
     if (D.kind === "nn") nnRun(D); else isingRun(D);
   }
+  document.body.dataset.readyMs = performance.now().toFixed(0);  // from navigation start to the drawn page
+  document.body.dataset.scriptMs = (performance.now() - t0).toFixed(0);  // of which this script
   document.body.dataset.ready = "1";
 })();
