@@ -5,7 +5,9 @@
 For each folder: (re)build its report (``spectro.report.write_report`` into a temporary file, the
 folder is not touched), the page's size, and the time from navigation start to the page's
 ready mark (``data-ready-ms``; ``data-script-ms`` is the part spent in the page's own script),
-best and median of ``--loads`` fresh page loads in one browser. The machine (CPU model, ISA
+best and median of ``--loads`` fresh page loads in one browser, and the CPU time of the page's
+renderer main thread until then (Chrome DevTools ``Performance.getMetrics`` ``ThreadTime``): on a
+machine shared with other work the wall times stretch with the load, the CPU time much less. The machine (CPU model, ISA
 flags that matter, logical CPUs, load average before and after) is recorded with the numbers:
 on a shared machine the load average says how far the times are inflated.
 """
@@ -59,20 +61,25 @@ def main() -> None:
             t0 = time.perf_counter()
             page = write_report(folder, Path(tmp) / f"{folder.name}.html")
             build = time.perf_counter() - t0
-            ready, script = [], []
+            ready, script, cpu = [], [], []
             for _ in range(args.loads):
                 pg = browser.new_page()
+                cdp = pg.context.new_cdp_session(pg)
+                cdp.send("Performance.enable")
                 pg.goto(page.resolve().as_uri())
                 pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
                 ready.append(float(pg.locator("body").get_attribute("data-ready-ms")))
                 script.append(float(pg.locator("body").get_attribute("data-script-ms")))
+                metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+                cpu.append(1000 * metrics.get("ThreadTime", float("nan")))
                 pg.close()
             data = json.loads(page.read_text().split('id="data">', 1)[1].split("</script>", 1)[0].replace("<\\/", "</"))
             tokens = data.get("tokens") or {}
             rec = {"bytes": page.stat().st_size, "build_seconds": round(build, 2), "tokens": tokens.get("n_tokens"),
                    "components": len(data.get("components", [])) or None,
                    "ready_ms_best": min(ready), "ready_ms_median": statistics.median(ready),
-                   "script_ms_best": min(script), "script_ms_median": statistics.median(script)}
+                   "script_ms_best": min(script), "script_ms_median": statistics.median(script),
+                   "renderer_main_thread_cpu_ms_median": round(statistics.median(cpu), 1)}
             record["pages"][str(folder)] = rec
             print(folder, json.dumps(rec))
         browser.close()

@@ -98,7 +98,8 @@ def _interval(res: Susceptibility) -> tuple[np.ndarray, np.ndarray]:
 
 def _header(folder: Path, summary: dict, config: dict, results: list[Susceptibility]) -> dict:
     first = results[0]
-    versions = summary.get("versions") or first.meta.get("versions") or {}
+    versions = dict(summary.get("versions") or first.meta.get("versions") or {})
+    versions.setdefault("machine", "not recorded by this job")
     return {
         "folder": str(folder.resolve()),
         "name": summary.get("name") or config.get("name") or folder.name,

@@ -54,16 +54,16 @@
     if (!a.length) return { signed, min: 0, max: 1 };
     if (signed) {
       const s = a.map(Math.abs).sort((x, y) => x - y);
-      return { signed, min: 0, max: s[Math.floor(0.98 * (s.length - 1))] || s[s.length - 1] || 1 };
+      return { signed, pct: true, min: 0, max: s[Math.floor(0.98 * (s.length - 1))] || s[s.length - 1] || 1 };
     }
     return { signed, min: Math.min(...a), max: Math.max(...a) };
   }
   function legend(scale, label) {
     const stops = (scale.signed ? DIV : SEQ).map((c, i, arr) => `rgb(${c}) ${(100 * i / (arr.length - 1)).toFixed(0)}%`);
     const lo = scale.signed ? -scale.max : scale.min;
-    return $("span", { class: "legend" }, $("span", { text: fmt(lo, 3) }),
+    return $("span", { class: "legend" }, $("span", { text: fmt(lo, 4) }),
       $("span", { class: "bar", style: `background: linear-gradient(90deg, ${stops.join(",")})` }),
-      $("span", { text: fmt(scale.max, 3) + (scale.signed ? " (98th pct of |value|; beyond: saturated)" : "") }),
+      $("span", { text: fmt(scale.max, 4) + (scale.pct ? " (98th pct of |value|; beyond: saturated)" : "") }),
       label ? $("span", { text: "  " + label }) : null);
   }
 
