@@ -260,6 +260,16 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys, args, message):
     assert err.startswith("spectro: error:") and message in err and "\n" not in err and "Traceback" not in err
 
 
+def test_report_cli_compare_forms(tmp_path, capsys, monkeypatch):
+    a, b = nn_folder(tmp_path / "a", seed=1), nn_folder(tmp_path / "b", seed=2)
+    assert main(["report", str(a), "--compare", str(b), "--out", str(tmp_path / "c.html")]) == 0
+    assert page_data((tmp_path / "c.html").read_text())["kind"] == "compare"
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(a), str(b)]) == 0
+    assert is_spectro_page(tmp_path / "compare-a-vs-b.html")
+    assert not (a / REPORT_NAME).exists() and not (b / REPORT_NAME).exists()  # comparing writes into neither run
+
+
 def test_corrupt_result_file_is_one_line(tmp_path, capsys):
     folder = nn_folder(tmp_path / "a")
     (folder / "chi_l0h0.npz").write_bytes(b"not a zip")
