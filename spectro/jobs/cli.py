@@ -33,7 +33,6 @@ import numpy as np
 
 from .ising_job import (MAP_FILES, map_folder, map_run_id, probe_count, remove_snapshots, run_map,
                         warn_unreliable)
-from ..report import REPORT_NAME, report_for_job
 
 __all__ = ["main", "UserError"]
 
@@ -328,11 +327,18 @@ def cmd_ising_map(args) -> int:
                         checkpoint=checkpoint, world=world, config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
-        folder.commit([*MAP_FILES[:4], *([REPORT_NAME] if report_for_job(out) else [])])
+        folder.commit([*MAP_FILES[:4], *_report_files(out)])
         remove_snapshots(checkpoint, world.size)
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json  ({s['n_probes']} probes, "
           f"{s['seconds']:.1f} s, max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
+
+
+def _report_files(out: Path) -> list[str]:
+    """Write ``out``/report.html (:mod:`spectro.report`); its name when written (a failure is a warning)."""
+    from ..report import REPORT_NAME, report_for_job
+
+    return [REPORT_NAME] if report_for_job(out) else []
 
 
 def cmd_ising_demo(args) -> int:
@@ -379,7 +385,7 @@ def cmd_ising_demo(args) -> int:
         s = run_map(big, 0.43, 4, None, sampler, run, out, progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
         write_json(out / "exact_check.json", check)
-        folder.commit([*MAP_FILES, *([REPORT_NAME] if report_for_job(out) else [])])
+        folder.commit([*MAP_FILES, *_report_files(out)])
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
     return 0
