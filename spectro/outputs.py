@@ -72,9 +72,9 @@ _TRASH_PREFIX = ".spectro-old-"
 #: file list is honoured only where these patterns cover it, so no marker can make spectro
 #: delete more.
 KINDS: dict[str, tuple[str, ...]] = {
-    "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*"),
-    "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp"),
-    "nn-stage": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp"),
+    "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*", "report.html"),
+    "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
+    "nn-stage": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
     "nn-checkpoint": ("job.json", "done.json", "full_acc.pt", "rank*.pt"),
     "stage": ("*",),  # a stage inside a results folder, made by one run (RunFolder.stage)
 }

@@ -52,7 +52,7 @@ def test_map_writes_png_npz_json(tmp_path, capsys):
     out = tmp_path / "map"
     assert main(["ising", "map", "--height", "12", "--width", "12", "--beta", "0.4", "--probe-size", "4",
                  "--sweeps", "1000", "--chains", "4", "--out", str(out), "--no-progress"]) == 0
-    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "summary.json", "config.json", ".spectro-run.json"}
+    assert {p.name for p in out.iterdir()} == {"chi_map.png", "chi_map.npz", "summary.json", "config.json", "report.html", ".spectro-run.json"}
     marker = json.loads((out / ".spectro-run.json").read_text())  # the folder is recognisably spectro's
     assert marker["kind"] == "ising-map" and marker["results"] and "chi_map.npz" in marker["files"]
     res = Susceptibility.load(out / "chi_map.npz")

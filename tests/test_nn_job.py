@@ -61,7 +61,7 @@ def test_builtin_checkpoint_is_cached(ckpt):
 def test_job_writes_every_file_and_results_load(job):
     out, seconds = job
     names = {p.name for p in out.iterdir() if p.name != ".spectro-run.json"}  # the marker: spectro.outputs
-    assert names == {"config.json", "chi_full.npz", "chi_l0h1.npz", "summary.json", "traces.png", "devinterp"}
+    assert names == {"config.json", "chi_full.npz", "chi_l0h1.npz", "summary.json", "traces.png", "devinterp", "report.html"}
     assert {p.name for p in (out / "devinterp").iterdir()} == {"samples_full.zarr", "samples_l0h1.zarr", "susceptibilities.zarr"}
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
     assert (out / "traces.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -159,7 +159,7 @@ def test_cli_run_overwrite_and_toml(ckpt, tmp_path, capsys):
     assert main(["nn", "run", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "wrote" in text and "l1" in text
-    assert {p.name for p in out.iterdir()} == {"config.json", "chi_l1.npz", "summary.json", "traces.png", ".spectro-run.json"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "chi_l1.npz", "summary.json", "traces.png", "report.html", ".spectro-run.json"}
     r = Susceptibility.load(out / "chi_l1.npz")
     assert r.observables == ["loss:code[1,0]", "loss:code[1,5]"] and r.fields == ["dL:prose"]
     assert row_estimator(r, 0) == "cov"

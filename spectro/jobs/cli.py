@@ -7,6 +7,7 @@
     spectro [--debug] nn demo [--out DIR] [--overwrite]
     spectro [--debug] run CONFIG --out DIR [--overwrite] [--resume] ...   (system = "ising" | "nn" in CONFIG;
                       ising map and nn run are its aliases: spectro.jobs.ising_job, spectro.jobs.nn_config)
+    spectro [--debug] report DIR [DIR2 | --compare DIR2] [--out FILE]   (the HTML report: spectro.jobs.report_cli)
 
 Every failure the user can cause (bad geometry, probe or numbers, a corrupt or foreign file, an
 output folder that is not spectro's or is in use, too little memory, an unavailable device)
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .nn_cli import add_nn_commands
 
     add_nn_commands(sub)
+    from .report_cli import add_report_command
+
+    add_report_command(sub)
 
     run = sub.add_parser("run", help="run the job a config file describes (system = \"ising\" or \"nn\"); write a "
                                      "results folder (config.json, summary.json, chi_*.npz, a figure)")
@@ -337,6 +341,9 @@ def cmd_ising_map(args) -> int:
                         config=IsingJobConfig.from_args(args).to_dict())
         if s is None:
             return 0
+        from ..report import report_for_job
+
+        report_for_job(folder.stage(), shown_as=out)  # report.html (a failure is a warning, never a lost run)
         snapshots = [os.path.relpath(checkpoint.file(r), out) for r in range(max(world.size, 1))]
         folder.commit(quiet=snapshots)
         remove_snapshots(checkpoint, world.size)
@@ -389,6 +396,9 @@ def cmd_ising_demo(args) -> int:
         s = run_map(big, 0.43, 4, None, sampler, run, folder.stage(), progress, config=config,
                     title="walled Ising 64x64, β = 0.43: χ(chamber, 4x4 probe) — the wall is visible")
         write_json(folder.stage() / "exact_check.json", check)
+        from ..report import report_for_job
+
+        report_for_job(folder.stage(), shown_as=out)
         folder.commit()
     print(f"wrote {out}/chi_map.png, chi_map.npz, summary.json, config.json, exact_check.json "
           f"(max R-hat {_fmt(s['max_rhat'], '.3f')}, min ESS {_fmt(s['min_ess'], '.0f')})")
@@ -418,6 +428,15 @@ def cmd_run(args) -> int:
 
 COMMANDS = {("ising", "chi"): cmd_ising_chi, ("ising", "map"): cmd_ising_map, ("ising", "demo"): cmd_ising_demo,
             ("run", None): cmd_run}
+
+
+def _cmd_report(args) -> int:
+    from .report_cli import cmd_report
+
+    return cmd_report(args)
+
+
+COMMANDS[("report", None)] = _cmd_report
 
 
 # ---------------------------------------------------------------------------- errors, warnings, main

@@ -261,11 +261,14 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
 
 
 def _install_results(prep: _Prepared, stage: Path, out: Path) -> None:
-    """Move the stage's files into ``out`` in one step (:func:`spectro.outputs.commit_results`:
-    only spectro's verified files of an earlier run there are replaced)."""
+    """Write report.html on the stage, then move the stage's files into ``out`` in one step
+    (:func:`spectro.outputs.commit_results`: only spectro's verified files of an earlier run there
+    are replaced)."""
     from ..outputs import commit_results, run_id
+    from ..report import report_for_job
     from .resume import RESULTS_KIND
 
+    report_for_job(stage, shown_as=out)  # report.html (a failure is a warning, never a lost run)
     commit_results(out, stage, RESULTS_KIND, run_id(_resolved_config(prep)))
 
 
