@@ -81,7 +81,8 @@ def write_record(name: str, record: dict, records: Path) -> Path:
 
 
 def final_checkpoint(models: Path, seed: int) -> Path:
-    steps = sorted((models / f"seed_{seed}" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    run = models / f"seed_{seed}"  # a train_transformer.py run (checkpoints/step_*) or the committed copy (step_*)
+    steps = sorted([*(run / "checkpoints").glob("step_*"), *run.glob("step_*")], key=lambda p: int(p.name.split("_")[1]))
     if not steps:
         raise SystemExit(f"replication: no checkpoints under {models}/seed_{seed}")
     return steps[-1]
@@ -406,12 +407,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--records", type=Path, default=RECORDS)
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("detect")
-    d.add_argument("--models", type=Path, default=Path("runs/replication/models"))
+    d.add_argument("--models", type=Path, default=RECORDS / "models")
     d.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103])
     d.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
     for name in ("study", "dataset"):
         s = sub.add_parser(name)
-        s.add_argument("--models", type=Path, default=Path("runs/replication/models"))
+        s.add_argument("--models", type=Path, default=RECORDS / "models")
         s.add_argument("--seed", type=int, required=True)
         s.add_argument("--corpus", type=Path, default=Path("runs/corpus"))
         s.add_argument("--jobs", type=Path, default=Path("runs/replication/jobs"))

@@ -49,7 +49,7 @@ from ..engine import mean_error
 from .batches import _index
 from .config import SamplerConfig
 from .observables import LossFunctional
-from .posterior import Batch, PerSampleLoss
+from .posterior import Batch, LossFunction
 from .probes import ProbeSet
 from .restrictions import Restriction
 from .system import PosteriorSystem
@@ -156,7 +156,7 @@ def _difference(base: _Draws, plus: _Draws, minus: _Draws, a: int, scale: float,
 
 def linear_response(
     model: nn.Module,
-    per_sample_loss: PerSampleLoss,
+    per_sample_loss: LossFunction,
     train_data: Batch,
     probe: ProbeSet,
     observables: Sequence[LossFunctional],
