@@ -18,6 +18,7 @@ from spectro.nn.fields import SampleUpweighting, TokenPointMasses
 from spectro.nn.oracles import LinearGaussianOracle
 from spectro.nn.posterior import LocalizedPosterior
 from spectro.nn.reweighting import FieldTerm, ResponseConfig, field_weights, linear_response, summarize, z_from_t
+from toy_regression import linear_gaussian_problem, squared_loss
 
 N, D = 20, 3
 NBETA, GAMMA = 5.0, 2.0
@@ -25,18 +26,7 @@ SUBSET_A = list(range(5))
 
 
 def _problem():
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(N, D, generator=g, dtype=torch.float64)
-    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.5 * torch.randn(N, generator=g, dtype=torch.float64)
-    w_star = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]
-    model = nn.Linear(D, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(w_star[None])
-    return model, X, y, w_star
-
-
-def squared_loss(out, batch):
-    return (out[:, 0] - batch[1]) ** 2
+    return linear_gaussian_problem(N)
 
 
 def test_field_weights_reproduce_every_field_functional():

@@ -25,6 +25,7 @@ from spectro.nn import (
     run_susceptibility,
 )
 from spectro.nn.oracles import LinearGaussianOracle
+from toy_regression import linear_gaussian_problem, squared_loss
 
 N, D = 20, 3
 NBETA, GAMMA = 5.0, 2.0
@@ -33,18 +34,7 @@ SUBSET_A, SUBSET_B, UP = list(range(5)), list(range(10, 20)), [7]
 
 
 def _problem():
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(N, D, generator=g, dtype=torch.float64)
-    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.5 * torch.randn(N, generator=g, dtype=torch.float64)
-    w_star = torch.linalg.lstsq(X, y[:, None]).solution[:, 0]  # the trained (OLS) weights
-    model = nn.Linear(D, 1, bias=False).double()
-    with torch.no_grad():
-        model.weight.copy_(w_star[None])
-    return model, X, y, w_star
-
-
-def squared_loss(out, batch):
-    return (out[:, 0] - batch[1]) ** 2
+    return linear_gaussian_problem(N)
 
 
 def _specs():
