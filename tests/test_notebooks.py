@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 # the transformer notebook trains and samples a model (40 s on a fast 2-core host, 110 s on a slow
-# one): it runs in the slow tier, which CI also runs, to keep the default test run under 10 minutes
+# one): it runs in the slow tier (CI runs it with SPECTRO_CI_SLOW=1), to keep the default test run under 10 minutes
 SLOW = {"02_transformer_susceptibilities.ipynb"}
 CASES = [pytest.param(p, id=p.name, marks=pytest.mark.slow) if p.name in SLOW else pytest.param(p, id=p.name)
          for p in NOTEBOOKS]
