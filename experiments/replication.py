@@ -255,6 +255,40 @@ def study_record(folder: Path, label: str, records: Path) -> dict:
                                                               "chi_entries", "chi_unreliable", "chi_warning", "domains",
                                                               "full_run_variance_share", "seconds", "chains", "draws")}
                               for c in comps},
+            "draws_check": table.meta.get("draws_check"),
+            "run": summary["run"], "job_seconds": summary.get("seconds"), "versions": summary.get("versions")}
+
+
+def dataset_record(folder: Path) -> dict:
+    """§7: the dataset-level χ of every component (fields dL:<domain>), its covariance part and offset.
+
+    Baker's χ^C = cov + offset with offset = −E_C[φ]·(E_C[ψ_D] − E_full[ψ_D]) (the ``full`` row is the
+    plain −Cov: no offset), from the stored posterior means, as ``spectro.analysis.token_table`` does
+    per token.
+    """
+    from spectro.analysis.token_table import _component_order, row_estimator
+    from spectro.engine import Susceptibility
+
+    summary = json.loads((folder / "summary.json").read_text())
+    files = {p.name[4:-4]: p for p in folder.glob("chi_*.npz")}
+    names = _component_order(files)
+    res = {c: Susceptibility.load(files[c]) for c in names}
+    full = res["full"]
+    fields = [f for f in full.fields if f.startswith("dL:")]
+    cols = [full.fields.index(f) for f in fields]
+    chi, se, offset, flagged = (np.zeros((len(names), len(fields))) for _ in range(4))
+    for k, c in enumerate(names):
+        r = res[c]
+        row = r.observables.index("phi_C")
+        chi[k], se[k] = r.chi[row, cols], r.stderr[row, cols]
+        flagged[k] = ~r.reliable[row, cols]
+        if row_estimator(r, row) == "baker2025":
+            offset[k] = -r.observable_mean[row] * (r.field_mean[cols] - full.field_mean[cols])
+    comps = summary["components"]
+    return {"folder": str(folder), "components": names, "fields": fields, "chi": chi.tolist(), "stderr": se.tolist(),
+            "offset": offset.tolist(), "covariance_part": (chi - offset).tolist(), "flagged": flagged.astype(bool).tolist(),
+            "per_component": {c: {k: comps[c].get(k) for k in ("llc", "llc_stderr", "init_loss", "chi_min_ess", "chi_max_rhat",
+                                                              "chi_unreliable", "chi_warning", "seconds")} for c in comps},
             "run": summary["run"], "job_seconds": summary.get("seconds"), "versions": summary.get("versions")}
 
 
@@ -265,7 +299,7 @@ def cmd_study(args, *, dataset: bool = False) -> None:
     label = f"seed_{args.seed}-{'dataset' if dataset else 'tokens'}-sgld{sgld}"
     out = args.jobs / label
     run_job(job_config(ckpt, sgld, args.corpus, dataset=dataset, draws=args.draws), out)
-    rec = study_record(out, label, args.records)
+    rec = dataset_record(out) if dataset else study_record(out, label, args.records)
     rec.update({"preregistration": "docs/preregistration.md §7" if dataset else "docs/preregistration.md §4",
                 "model_seed": args.seed, "sgld_seed": sgld, "settings": {**SETTINGS, "draws": args.draws},
                 "seconds": time.perf_counter() - t0})
@@ -286,15 +320,6 @@ def _auc(score: np.ndarray, positive: np.ndarray) -> float | None:
     if pos.size == 0 or neg.size == 0:
         return None
     return float(np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg]))
-
-
-def _pc1_floor95(noise: np.ndarray, n: int = 200, seed: int = 0) -> float:
-    """95th percentile of PC1's explained ratio of the replicate noise, tokens bootstrapped (§4)."""
-    from spectro.analysis.principal_components import _explained
-
-    rng = np.random.default_rng(seed)
-    T = noise.shape[0]
-    return float(np.quantile([_explained(noise[rng.integers(0, T, T)], True)[0] for _ in range(n)], 0.95))
 
 
 def _load_tokens(records: Path, label: str) -> dict | None:
@@ -365,7 +390,9 @@ def decide_model(records: Path, seed: int, det: dict) -> dict:
             "llc_full": [rec["per_component"]["full"]["llc"], rec["per_component"]["full"]["llc_stderr"]],
         }
     if len(cov) == 2:
-        floor = _pc1_floor95((cov[0] - cov[1]) / math.sqrt(2))
+        from spectro.analysis.principal_components import replicate_noise_floor
+
+        floor = replicate_noise_floor((cov[0] - cov[1]) / math.sqrt(2), n=200, seed=0)["pc1"]["q95"]
         out["replicate_floor_pc1_95"] = floor
         for s, e in out["seeds"].items():
             e["S1"]["above_floor"] = e["S1"]["pc1_ratio"] > floor
@@ -373,6 +400,136 @@ def decide_model(records: Path, seed: int, det: dict) -> dict:
             e["S2"]["recovers"] = e["S2"]["top_k"] == I
             e["baseline_a_e_phi"]["recovers"] = e["baseline_a_e_phi"]["top_k"] == I
     return out
+
+
+def dataset_comparison(records: Path, seed: int, n_boot: int = 2000) -> dict | None:
+    """§7: r(dataset-level χ of the independent job, per-token aggregate of seed 0) over 16 heads × 4 domains."""
+    rec_path = records / f"seed_{seed}-dataset-sgld100.json"
+    t = _load_tokens(records, f"seed_{seed}-tokens-sgld0")
+    if t is None or not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    heads = [c for c in rec["components"] if c != "full"]
+    domains = [f[3:] for f in rec["fields"]]
+    rows = [rec["components"].index(h) for h in heads]
+    ds_chi, ds_cov = np.asarray(rec["chi"])[rows], np.asarray(rec["covariance_part"])[rows]
+    comps = [str(c) for c in t["components"]]
+    cols = [comps.index(h) for h in heads]
+    dom = t["domain"].astype(str)
+    agg = np.stack([t["chi"][dom == d][:, cols].mean(axis=0) for d in domains], axis=1)
+    agg_cov = np.stack([(t["chi"] - t["offset"])[dom == d][:, cols].mean(axis=0) for d in domains], axis=1)
+    rng = np.random.default_rng(0)
+
+    def r_with_interval(a: np.ndarray, b: np.ndarray) -> dict:
+        r = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+        boot = []
+        for _ in range(n_boot):
+            i = rng.integers(0, len(heads), len(heads))
+            boot.append(np.corrcoef(a[i].ravel(), b[i].ravel())[0, 1])
+        lo, hi = np.nanquantile(boot, [0.025, 0.975])
+        return {"r": r, "ci95_bootstrap_heads": [float(lo), float(hi)]}
+
+    def rank1_share(m: np.ndarray) -> float:
+        sv = np.linalg.svd(m, compute_uv=False)
+        return float(sv[0] ** 2 / np.sum(sv**2))
+
+    flagged = np.asarray(rec["flagged"])[rows]
+    return {"heads": heads, "domains": domains, "chi": r_with_interval(ds_chi, agg),
+            "covariance_part": r_with_interval(ds_cov, agg_cov),
+            "rank1_share": {"dataset_chi": rank1_share(ds_chi), "dataset_covariance_part": rank1_share(ds_cov),
+                            "per_token_aggregate_chi": rank1_share(agg), "per_token_aggregate_covariance_part": rank1_share(agg_cov)},
+            "dataset_flagged_share": float(flagged.mean()), "baker_reported_r": 0.958}
+
+
+def figures(records: Path, det: dict, models: dict) -> list[str]:
+    """The decision's figures: PC1 loadings per head with the floor, detector score vs loading, χ along a probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    keys = [k for k in models if models[k]["seeds"]]
+    if not keys:
+        return written
+    fig, axes = plt.subplots(len(keys), 2, figsize=(10, 2.6 * len(keys)), squeeze=False)
+    for row, key in enumerate(keys):
+        m = models[key]
+        for col in range(2):
+            ax = axes[row][col]
+            e = m["seeds"].get(str(col))
+            if e is None:
+                ax.set_axis_off()
+                ax.set_title(f"{key}, SGLD seed {col}: not run", fontsize=9)
+                continue
+            heads = list(e["S1"]["loadings"])
+            a = np.abs(np.asarray(list(e["S1"]["loadings"].values())))
+            colours = ["#c0392b" if h in m["induction_heads"] else "#7f8c8d" for h in heads]
+            ax.bar(heads, a, color=colours)
+            abl = np.asarray([det[key]["ablation_increase"][det[key]["heads"].index(h)] for h in heads])
+            ax.plot(heads, abl / abl.max() * a.max(), "k^", ms=5, label="mean-ablation increase (scaled)")
+            floor = m.get("replicate_floor_pc1_95")
+            txt = f"PC1 {e['S1']['pc1_ratio']:.2f}" + (f" vs floor {floor:.2f}" if floor is not None else " (floor needs both seeds)")
+            ax.set_title(f"{key}, SGLD seed {col}: |PC1 loading| of the covariance part; {txt}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("S1 (red: detector's induction heads; triangles: baseline (b))", fontsize=10)
+    fig.tight_layout()
+    path = records / "fig_loadings.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for key, marker in zip(keys, "osD^v"):
+        d = det[key]
+        for s, e in models[key]["seeds"].items():
+            heads = list(e["S1"]["loadings"])
+            score = [d["induction"][d["heads"].index(h)] for h in heads]
+            ax.scatter(score, np.abs(list(e["S1"]["loadings"].values())), marker=marker, s=22,
+                       facecolors="none" if s == "1" else None, label=f"{key} seed {s}")
+    ax.axvline(INDUCTION_MIN, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("detector induction score (layer-1 heads)")
+    ax.set_ylabel("|PC1 loading| of the covariance part")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = records / "fig_detector_vs_loading.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path.name)
+
+    key = keys[0]
+    t = _load_tokens(records, f"{key}-tokens-sgld0")
+    if t is not None and models[key]["induction_heads"]:
+        comps = [str(c) for c in t["components"]]
+        dom, samp = t["domain"].astype(str), t["sample"]
+        ind = t["induction"].astype(bool)
+        groups = sorted({(d, int(i)) for d, i in zip(dom, samp)}, key=lambda g: -ind[(dom == g[0]) & (samp == g[1])].sum())
+        g = groups[0]
+        rows = np.flatnonzero((dom == g[0]) & (samp == g[1]))
+        rows = rows[np.argsort(t["position"][rows])]
+        ih = models[key]["induction_heads"][0]
+        other = min((h for h in comps if h.startswith("l1") and h not in models[key]["induction_heads"]),
+                    key=lambda h: abs(models[key]["seeds"]["0"]["S1"]["loadings"].get(h, 0.0)))
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        cov = t["chi"] - t["offset"]
+        for h, c in ((ih, "#c0392b"), (other, "#7f8c8d")):
+            k = comps.index(h)
+            ax.errorbar(t["position"][rows], cov[rows, k], yerr=2 * t["cov_stderr"][rows, k] if "cov_stderr" in t else None,
+                        color=c, lw=0.8, ms=2, marker="o", capsize=0, label=f"{h}")
+        for x in t["position"][rows][ind[rows]]:
+            ax.axvspan(x - 0.5, x + 0.5, color="#f5b041", alpha=0.3, lw=0)
+        ax.set_xlabel(f"position in probe sequence {g[0]}[{g[1]}] (shaded: tokens an induction pattern predicts)")
+        ax.set_ylabel("per-token χ, covariance part (±2 se)")
+        ax.set_title(f"{key}, SGLD seed 0", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = records / "fig_tokens.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path.name)
+    return written
 
 
 def cmd_decide(args) -> None:
@@ -394,9 +551,14 @@ def cmd_decide(args) -> None:
     else:
         ok = s1 == len(cases) and a < len(cases) and b < n_models
         verdict = "H1 replicated" if ok else "H1 not replicated"
+    invalid = [f"{m} sgld{s}" for m, r in models.items() for s, e in r["seeds"].items() if not e["valid"]]
+    dataset = {m: dataset_comparison(args.records, int(m.split("_")[1])) for m in models}
+    written = figures(args.records, det, models)
     write_record("decision.json", {"preregistration": "docs/preregistration.md §6", "verdict": verdict,
                                    "counts": {"S1": [s1, len(cases)], "S2_baker": [s2, len(cases)],
                                               "baseline_a_e_phi": [a, len(cases)], "baseline_b_ablation": [b, n_models]},
+                                   "invalid_cases_rerun_with_twice_the_draws": invalid,
+                                   "dataset_level_section7": dataset, "figures": written,
                                    "models": models}, args.records)
     print(verdict)
 

@@ -93,10 +93,10 @@ def pca(x: np.ndarray, *, standardise_columns: bool = True, names: Sequence[str]
 
 
 def _spread(samples: np.ndarray) -> dict:
-    """mean, std, 2.5 / 50 / 97.5 % quantiles of [n, r] ratio samples (PC1 and all PCs)."""
-    q = np.quantile(samples, [0.025, 0.5, 0.975], axis=0)
+    """mean, std, 2.5 / 50 / 95 / 97.5 % quantiles of [n, r] ratio samples (PC1 and all PCs)."""
+    q = np.quantile(samples, [0.025, 0.5, 0.95, 0.975], axis=0)
     return {"pc1": {"mean": float(samples[:, 0].mean()), "std": float(samples[:, 0].std(ddof=1)),
-                    "q025": float(q[0, 0]), "median": float(q[1, 0]), "q975": float(q[2, 0])},
+                    "q025": float(q[0, 0]), "median": float(q[1, 0]), "q95": float(q[2, 0]), "q975": float(q[3, 0])},
             "mean": samples.mean(axis=0).tolist(), "std": samples.std(axis=0, ddof=1).tolist(), "n": int(samples.shape[0])}
 
 
