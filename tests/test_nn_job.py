@@ -396,3 +396,30 @@ def test_same_seed_gives_bitwise_identical_results_and_another_seed_does_not(ckp
             np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
         assert a.meta["loss_trace"] == b.meta["loss_trace"]
         assert not np.array_equal(a.chi, c.chi)
+
+
+def test_dataset_fields_with_the_devinterp_export_finish_and_the_replication_reads_them(ckpt, tmp_path):
+    """A job with subset fields only (the replication's §7 job) exports its samples and skips the per-token
+    SusceptibilitiesV2 file instead of failing after sampling; replication.dataset_record reads the folder:
+    its covariance part + offset is the file's χ, and the offset is Baker's −E_C[φ]·(E_C[ψ] − E_full[ψ])."""
+    import importlib.util
+
+    cfg = base_config(ckpt)
+    cfg["observables"] = ["component_loss"]
+    cfg["fields"] = ["subset"]
+    cfg["export"] = {"devinterp": True}
+    out = tmp_path / "out"
+    run_job(cfg, out, progress=False, log=lambda m: None)
+    assert (out / "devinterp" / "samples_l0h1.zarr").is_dir() and not (out / "devinterp" / "susceptibilities.zarr").exists()
+    spec = importlib.util.spec_from_file_location("replication", Path(__file__).resolve().parent.parent / "experiments" / "replication.py")
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+    rec = rep.dataset_record(out)
+    r, full = Susceptibility.load(out / "chi_l0h1.npz"), Susceptibility.load(out / "chi_full.npz")
+    k = rec["components"].index("l0h1")
+    cols = [r.fields.index(f) for f in rec["fields"]]
+    assert rec["fields"] == ["dL:code", "dL:prose"]
+    np.testing.assert_allclose(rec["chi"][k], r.chi[0, cols])
+    np.testing.assert_allclose(rec["offset"][k], -r.observable_mean[0] * (r.field_mean[cols] - full.field_mean[cols]))
+    np.testing.assert_allclose(np.add(rec["covariance_part"][k], rec["offset"][k]), r.chi[0, cols])
+    assert rec["offset"][rec["components"].index("full")] == [0.0, 0.0]

@@ -410,10 +410,11 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     if not main:
         return
 
-    if cfg.export.devinterp and "phi_C" in obs_names:
+    restricted = {n: r for n, r in results.items() if prep.components[n] is not None} or results
+    per_token = any(f.startswith("tok:") for f in next(iter(restricted.values())).fields)
+    if cfg.export.devinterp and "phi_C" in obs_names and per_token:  # SusceptibilitiesV2 is a per-token layout
         from .export import write_susceptibilities
 
-        restricted = {n: r for n, r in results.items() if prep.components[n] is not None} or results
         write_susceptibilities(stage / "devinterp" / "susceptibilities.zarr", restricted, prep.input_ids,
                                observable="phi_C")
     results = {name: results[name] for name in prep.components}  # config order, resumed or not
