@@ -532,6 +532,45 @@ def figures(records: Path, det: dict, models: dict) -> list[str]:
     return written
 
 
+def decision_markdown(d: dict) -> str:
+    """The decision's tables as markdown (decision.md), every number straight from decision.json."""
+    c = d["counts"]
+    lines = [f"**Verdict: {d['verdict']}** — S1 {c['S1'][0]}/{c['S1'][1]}, baseline (a) E_C[φ] "
+             f"{c['baseline_a_e_phi'][0]}/{c['baseline_a_e_phi'][1]}, baseline (b) mean ablation "
+             f"{c['baseline_b_ablation'][0]}/{c['baseline_b_ablation'][1]}; Baker's S2 {c['S2_baker'][0]}/{c['S2_baker'][1]}.", "",
+             "| model | I_m (detector) | SGLD seed | S1 top-k | S1 PC1 ratio | floor (95 %) | AUC of abs(a) | flagged (layer 1) "
+             "| S1 recovers | S2 (Baker PC2) top-k | (a) E_C[φ] top-k | (b) ablation top-k |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x, f=".3f": "—" if x is None else format(x, f)
+    for m, r in d["models"].items():
+        for s, e in r["seeds"].items():
+            lines.append(f"| {m} | {', '.join(r['induction_heads'])} | {s} | {', '.join(e['S1']['top_k'])} | "
+                         f"{fmt(e['S1']['pc1_ratio'])} | {fmt(r.get('replicate_floor_pc1_95'))} | {fmt(e['S1']['auc'], '.2f')} | "
+                         f"{100 * e['flagged_share_layer1']:.1f} % | {e['S1'].get('recovers', '—')} | {', '.join(e['S2']['top_k'])} | "
+                         f"{', '.join(e['baseline_a_e_phi']['top_k'])} | {', '.join(r['baseline_b_ablation']['top_k'])} |")
+    lines += ["", "φ's reference (§4): PC1 explained ratio of Baker's χ (layer 1) and |r| of its PC1 scores with the offset "
+              "part's, with φ referenced as spectro does (L̄_base(w*)) and as devinterp/Baker do (the init-loss mean).", "",
+              "| model | SGLD seed | spectro: PC1 ratio | spectro: abs r(PC1, offset) | devinterp: PC1 ratio | devinterp: abs r(PC1, offset) |",
+              "|---|---|---|---|---|---|"]
+    for m, r in d["models"].items():
+        for s, e in r["seeds"].items():
+            a, b = e["phi_reference"]["spectro"], e["phi_reference"]["devinterp"]
+            lines.append(f"| {m} | {s} | {a['pc1_ratio_chi']:.4f} | {a['abs_r_pc1_scores_chi_vs_offset']:.4f} | "
+                         f"{b['pc1_ratio_chi']:.4f} | {b['abs_r_pc1_scores_chi_vs_offset']:.4f} |")
+    ds = {m: v for m, v in d["dataset_level_section7"].items() if v}
+    if ds:
+        lines += ["", "§7 dataset-level χ (independent job, SGLD seed 100) against the per-token aggregate of seed 0, "
+                  "16 heads × 4 domains; 95 % bootstrap over heads; Baker report r = 0.958.", "",
+                  "| model | r (χ) | 95 % | r (covariance part) | 95 % | rank-1 share: dataset χ | dataset cov. part | flagged |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for m, v in ds.items():
+            lines.append(f"| {m} | {v['chi']['r']:.3f} | {v['chi']['ci95_bootstrap_heads'][0]:.3f}–{v['chi']['ci95_bootstrap_heads'][1]:.3f} | "
+                         f"{v['covariance_part']['r']:.3f} | {v['covariance_part']['ci95_bootstrap_heads'][0]:.3f}–"
+                         f"{v['covariance_part']['ci95_bootstrap_heads'][1]:.3f} | {v['rank1_share']['dataset_chi']:.4f} | "
+                         f"{v['rank1_share']['dataset_covariance_part']:.3f} | {100 * v['dataset_flagged_share']:.1f} % |")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_decide(args) -> None:
     det = json.loads((args.records / "detector.json").read_text())["models"]
     models = {}
@@ -560,7 +599,9 @@ def cmd_decide(args) -> None:
                                    "invalid_cases_rerun_with_twice_the_draws": invalid,
                                    "dataset_level_section7": dataset, "figures": written,
                                    "models": models}, args.records)
-    print(verdict)
+    md = decision_markdown(json.loads((args.records / "decision.json").read_text()))
+    (args.records / "decision.md").write_text(md)
+    print(md)
 
 
 # ------------------------------------------------------------------ main
