@@ -482,13 +482,14 @@ def figures(records: Path, det: dict, models: dict) -> list[str]:
     written.append(path.name)
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for key, marker in zip(keys, "osD^v"):
+    for (key, marker), colour in zip(zip(keys, "osD^v"), ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")):
         d = det[key]
         for s, e in models[key]["seeds"].items():
             heads = list(e["S1"]["loadings"])
             score = [d["induction"][d["heads"].index(h)] for h in heads]
-            ax.scatter(score, np.abs(list(e["S1"]["loadings"].values())), marker=marker, s=22,
-                       facecolors="none" if s == "1" else None, label=f"{key} seed {s}")
+            ax.scatter(score, np.abs(list(e["S1"]["loadings"].values())), marker=marker, s=22, edgecolors=colour,
+                       facecolors="none" if s == "1" else colour, label=f"{key}, SGLD seed {s}")
+    ax.axhline(1 / math.sqrt(8), color="grey", lw=0.8, ls=":", label="equal loadings (1/√8)")
     ax.axvline(INDUCTION_MIN, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("detector induction score (layer-1 heads)")
     ax.set_ylabel("|PC1 loading| of the covariance part")
