@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "write_json", "write_text", "strict_json", "dumps", "DiskError", "disk_errors"]
+__all__ = ["atomic_path", "write_json", "write_text", "strict_json", "dumps", "DiskError", "OutputError", "disk_errors",
+           "one_line"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -27,6 +28,16 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 class DiskError(ValueError):
     """Writing a file failed in the file system (no space left, read-only, I/O error): a
     one-line user error naming the file (a ``ValueError``: exit 2 from the CLI)."""
+
+
+class OutputError(ValueError):
+    """An output or snapshot path spectro must not write, replace or delete (one-line message)."""
+
+
+def one_line(e: BaseException | str) -> str:
+    """An error's message on one line, at most 200 characters (its type's name when it has none)."""
+    text = " ".join(str(e).split())
+    return (text[:200] + "…") if len(text) > 200 else (text or type(e).__name__)
 
 
 def _out_of_space(e: BaseException, folder: Path) -> bool:

@@ -14,9 +14,9 @@ The rule, shared by every command that writes (``ising chi --checkpoint``, ``isi
   named in one warning line. A marker of format ``/1`` (names only) verifies nothing.
 * **Work folders** (kinds ``"nn-checkpoint"``, ``"nn-stage"``: snapshots and the stage a job
   assembles its results in) list the names spectro writes there; spectro removes those names.
-* **Single-file snapshots** (``ising chi --checkpoint FILE``, ``OUT/checkpoint.pt``) are
-  ``torch.save`` archives of a dict with a ``format`` header (:data:`SNAPSHOT_FORMAT`), loaded
-  with ``weights_only=True``: reading one never runs code from the file.
+* **Single-file snapshots** (``ising chi --checkpoint FILE``, ``OUT/checkpoint.pt``, a job's
+  ``rank<r>.pt``) are ``torch.save`` archives of a dict with a ``format`` header, loaded with
+  ``weights_only=True``: reading one never runs code from the file (:mod:`spectro.engine.snapshots`).
 * A path given as ``--out`` / ``--checkpoint`` is resolved first (symbolic links, ``..``): the
   folder it names is what is checked, locked and written (a symlink stays a symlink). One that
   exists and is not spectro's (a file, a folder without the marker that is not empty, a marker
@@ -49,12 +49,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .io import OutputError
+from .io import one_line as _short
+
 __all__ = [
-    "MARKER", "JOURNAL", "KINDS", "RESULT_KINDS", "SNAPSHOT_FORMAT", "OutputError", "CommitRefused", "KeptFilesWarning",
+    "MARKER", "JOURNAL", "KINDS", "RESULT_KINDS", "OutputError", "CommitRefused", "KeptFilesWarning",
     "Lock", "locked", "RunFolder", "resolve_target", "read_marker", "write_marker", "check_folder", "claim_folder",
     "owned_files", "owned_entries", "foreign_entries", "blocked_names", "remove_owned", "remove_entry", "make_parents", "remove_empty",
-    "release_folder", "new_stage", "commit_results", "recover", "file_record", "check_snapshot_target", "save_snapshot",
-    "load_snapshot", "load_result", "read_json_file", "nested", "run_id", "set_command",
+    "release_folder", "new_stage", "commit_results", "recover", "file_record", "load_result", "read_json_file", "nested",
+    "run_id", "set_command",
 ]
 
 MARKER = ".spectro-run.json"
@@ -62,7 +65,6 @@ JOURNAL = ".spectro-commit.json"
 _MARKER_FORMAT = "spectro.run/2"
 _OLD_MARKER_FORMATS = ("spectro.run/1",)
 _JOURNAL_FORMAT = "spectro.commit/1"
-SNAPSHOT_FORMAT = "spectro.snapshot/1"
 _LOCK_FORMAT = "spectro.lock/2"
 _TMP_PATTERN = ".*.tmp*"  # atomic_path's temporary files (removed only from work folders)
 _STAGE_PREFIX = ".spectro-stage-"
@@ -81,10 +83,6 @@ KINDS: dict[str, tuple[str, ...]] = {
 #: Kinds whose markers record each file's size and hash (ownership by content).
 RESULT_KINDS = ("ising-map", "nn-run")
 _command = "spectro"
-
-
-class OutputError(ValueError):
-    """An output or snapshot path spectro must not write, replace or delete (one-line message)."""
 
 
 class CommitRefused(OutputError):
@@ -133,11 +131,6 @@ def read_json_file(path: Path, what: str) -> Any:
         raise OutputError(f"{what} {path} is corrupt (nested too deeply)") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise OutputError(f"{what} {path} is corrupt or unreadable ({_short(e)})") from None
-
-
-def _short(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return (text[:200] + "…") if len(text) > 200 else (text or type(e).__name__)
 
 
 # ============================================================================ markers and ownership
@@ -806,54 +799,7 @@ def locked(*targets: Path, take_over_stale: bool = False) -> Iterator[list[Lock]
             lock.release()
 
 
-# ============================================================================ single-file snapshots
-def check_snapshot_target(path: Path, kind: str, what: str = "checkpoint") -> None:
-    """Refuse a snapshot path spectro may not (over)write: a folder, a missing parent folder, or
-    an existing file that is not a spectro snapshot of ``kind``."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{what} {path} is a folder; give a file path (e.g. {path}/snapshot.pt)")
-    if not path.parent.is_dir():
-        raise OutputError(f"{what} {path}: folder {path.parent} does not exist")
-    if path.exists():
-        load_snapshot(path, kind, what=what, foreign_hint=True)
-
-
-def save_snapshot(path: Path, kind: str, payload: dict) -> None:
-    """Write ``payload`` (tensors, numbers, strings, lists, dicts, NumPy arrays) atomically, with the
-    header keys ``format`` and ``kind`` beside its own keys."""
-    import torch
-
-    from .io import atomic_path
-
-    if "format" in payload or "kind" in payload:
-        raise ValueError("a snapshot payload may not use the keys 'format' and 'kind' (the header)")
-    state = {"format": SNAPSHOT_FORMAT, "kind": kind, **_encode(payload)}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
-
-
-def load_snapshot(path: Path, kind: str, *, what: str = "snapshot", foreign_hint: bool = False) -> dict:
-    """Read a :func:`save_snapshot` file with ``weights_only=True``; anything else is an OutputError naming it."""
-    import torch
-
-    path = Path(path)
-    hint = ("; spectro will not replace it: remove it or choose another path" if foreign_hint
-            else "; remove it or run without --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise OutputError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise OutputError(f"{what} {path} is a folder, not a snapshot file") from None
-    except Exception as e:  # noqa: BLE001 - torch/pickle/zip raise many types for a bad file
-        raise OutputError(f"{what} {path} is not a readable spectro snapshot ({_load_failure(e)}){hint}") from None
-    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT or state.get("kind") != kind:
-        found = state.get("kind") if isinstance(state, dict) else type(state).__name__
-        raise OutputError(f"{what} {path} is not a spectro {kind} snapshot (found {found!r}){hint}")
-    return _decode({k: v for k, v in state.items() if k not in ("format", "kind")})
-
-
+# ============================================================================ results
 def load_result(path: Path, hint: str = ""):
     """:meth:`spectro.engine.Susceptibility.load`, with any failure (a missing, corrupt, truncated
     or foreign file) an OutputError naming the file."""
@@ -865,42 +811,3 @@ def load_result(path: Path, hint: str = ""):
         raise OutputError(f"result file {path} is missing{hint}") from None
     except Exception as e:  # noqa: BLE001 - numpy/zipfile/json raise many types for a bad file
         raise OutputError(f"result file {path} is not a readable spectro result ({_short(e)}){hint}") from None
-
-
-def _load_failure(e: BaseException) -> str:
-    """Why ``torch.load`` could not read a file, in a few words."""
-    text = str(e)
-    if "Weights only load failed" in text:
-        return "a foreign or corrupt file, or one holding pickled Python objects, which spectro does not load"
-    if "zip archive" in text or "central directory" in text or isinstance(e, EOFError):
-        return "not a torch archive, or truncated"
-    return f"corrupt: {_short(text.split(chr(10))[0])}"
-
-
-def _encode(obj: Any) -> Any:
-    """NumPy arrays and scalars → types ``torch.load(weights_only=True)`` accepts (bit-exact)."""
-    import numpy as np
-
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise TypeError("a snapshot cannot hold object arrays")
-        return {"__ndarray__": np.ascontiguousarray(obj).tobytes(), "dtype": obj.dtype.str, "shape": list(obj.shape)}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _encode(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_encode(v) for v in obj)
-    return obj
-
-
-def _decode(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj and set(obj) == {"__ndarray__", "dtype", "shape"}:
-            return np.frombuffer(obj["__ndarray__"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_decode(v) for v in obj)
-    return obj

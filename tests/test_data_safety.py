@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 import spectro.outputs as outputs
+from spectro.engine.snapshots import save_snapshot
 from spectro.jobs.cli import main
 from spectro.outputs import (JOURNAL, MARKER, CommitRefused, KeptFilesWarning, Lock, OutputError, RunFolder,
                              claim_folder, commit_results, file_record, new_stage, owned_files, recover, remove_owned)
@@ -431,7 +432,7 @@ def _writers(tmp_path):
         write_susceptibilities(path, {"full": res}, {"base": np.zeros((1, 3), dtype=np.int64)}, observable="a")
 
     return {
-        "snapshot": (tmp_path / "s.pt", lambda p: outputs.save_snapshot(p, "k", {"t": torch.ones(2)})),
+        "snapshot": (tmp_path / "s.pt", lambda p: save_snapshot(p, "k", {"t": torch.ones(2)})),
         "npz": (tmp_path / "chi.npz", res.save),
         "png": (tmp_path / "f.png", png),
         "json": (tmp_path / "x.json", lambda p: write_json(p, {"a": 1})),
@@ -473,10 +474,10 @@ def test_a_library_error_on_a_full_disk_says_no_space_left(tmp_path, monkeypatch
     full = os.statvfs_result((4096, 4096, 100, 0, 0, 100, 0, 0, 0, 255))
     monkeypatch.setattr(os, "statvfs", lambda p: full)
     with pytest.raises(DiskError, match="s.pt: no space left"):
-        outputs.save_snapshot(tmp_path / "s.pt", "k", {})
+        save_snapshot(tmp_path / "s.pt", "k", {})
     monkeypatch.setattr(os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 10**9, 10**9, 10**9, 100, 0, 0, 0, 255)))
     with pytest.raises(RuntimeError, match="file write failed"):  # not a full disk: not claimed to be one
-        outputs.save_snapshot(tmp_path / "s.pt", "k", {})
+        save_snapshot(tmp_path / "s.pt", "k", {})
 
 
 def test_a_full_disk_during_a_run_exits_2_with_one_line(tmp_path, capsys, monkeypatch):

@@ -32,10 +32,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import spectro.outputs
+from spectro.engine.snapshots import load_snapshot, save_snapshot
 from spectro.jobs.cli import main
 from spectro.jobs.builtin import builtin_checkpoint
 from spectro.jobs.nn_job import ConfigError, JobConfig
-from spectro.outputs import Lock, OutputError, load_result, load_snapshot, save_snapshot
+from spectro.outputs import Lock, OutputError, load_result
 
 REPO = Path(__file__).resolve().parents[1]
 W8 = ["--height", "8", "--width", "8"]

@@ -1,4 +1,5 @@
-"""Imports only run downward: engine ← systems (ising, nn) ← analysis ← jobs (docs/design.md §1)."""
+"""Imports only run downward: engine ← systems (ising, nn) ← analysis ← the job layer (jobs, and its
+results-folder I/O ``outputs`` and ``report``) (docs/design.md §1)."""
 
 import ast
 from pathlib import Path
@@ -6,13 +7,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "spectro"
-FORBIDDEN = {  # package -> packages it must not import
-    "engine": {"ising", "nn", "models", "data", "analysis", "jobs"},
-    "ising": {"nn", "models", "data", "analysis", "jobs"},
-    "nn": {"ising", "analysis", "jobs"},
-    "models": {"analysis", "jobs"},
-    "data": {"analysis", "jobs"},
-    "analysis": {"jobs", "nn"},
+JOB_LAYER = {"jobs", "outputs", "report"}
+FORBIDDEN = {  # package -> packages (and top-level modules) it must not import
+    "engine": {"ising", "nn", "models", "data", "analysis"} | JOB_LAYER,
+    "ising": {"nn", "models", "data", "analysis"} | JOB_LAYER,
+    "nn": {"ising", "analysis"} | JOB_LAYER,
+    "models": {"analysis"} | JOB_LAYER,
+    "data": {"analysis"} | JOB_LAYER,
+    "analysis": {"nn"} | JOB_LAYER,
 }
 
 
@@ -41,11 +43,12 @@ def test_no_upward_imports(package):
 
 
 def test_the_check_sees_relative_and_absolute_imports(tmp_path):
-    assert "outputs" in _imports(ROOT / "engine" / "driver.py", "engine")  # from ..outputs import
     assert {"engine", "nn"} <= _imports(ROOT / "jobs" / "nn_job.py", "jobs")  # from ..engine / ..nn.x import
     mod = ROOT / "analysis" / "_probe_for_test.py"
     try:
         mod.write_text("import spectro.jobs.cli\nfrom spectro.nn import system\n")
         assert {"jobs", "nn"} <= _imports(mod, "analysis")
+        mod.write_text("def f():\n    from ..outputs import OutputError\nfrom .. import report\nfrom .. import io\n")
+        assert {"outputs", "report", "io"} == _imports(mod, "analysis")  # in a function body too
     finally:
         mod.unlink()

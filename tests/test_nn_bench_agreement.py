@@ -1,4 +1,4 @@
-"""What the speed work in ``spectro.nn.posterior`` relies on, and agreement with devinterp.
+"""What the speed work in ``spectro.nn.chain_model`` (and the posterior using it) relies on, and agreement with devinterp.
 
 * The execution strategies (vmap, per-chain loop, worker threads, frozen-module memo) are the
   same arithmetic: trajectories, losses and probe evaluations agree to float rounding.

@@ -148,7 +148,7 @@ def test_fp16_gradient_is_loss_scaled_so_small_gradients_do_not_underflow(monkey
     δP = 2P·max|δz| propagates the logits' error |δz| ≤ u|z| + d·u₃₂·|X||W|. Without the scale
     (LOSS_SCALE_INIT = 1) the logit gradients land in fp16's subnormals and lose their precision:
     the same bound fails for a few % of the entries (the test fails without the fix)."""
-    from spectro.nn import posterior as posterior_mod
+    from spectro.nn import chain_model
 
     model, X, y = _softmax_regression()
     N, d = X.shape
@@ -171,7 +171,7 @@ def test_fp16_gradient_is_loss_scaled_so_small_gradients_do_not_underflow(monkey
 
     scaled = error()
     assert (scaled <= bound).all(), float((scaled / bound).max())
-    monkeypatch.setattr(posterior_mod, "LOSS_SCALE_INIT", 1.0)
+    monkeypatch.setattr(chain_model, "LOSS_SCALE_INIT", 1.0)
     unscaled = error()
     assert float((unscaled > bound).double().mean()) > 0.01
     assert unscaled.norm() > 4 * scaled.norm()

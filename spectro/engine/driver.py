@@ -29,10 +29,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..outputs import OutputError, check_snapshot_target, load_snapshot, save_snapshot
+from ..io import OutputError
 from .coords import EstimatorInfo
 from .distributed import World, all_reduce_accumulator, any_rank, chain_block, current_world, gather_chain_rows
 from .moments import DEFAULT_SERIES_BUDGET_MB, MomentAccumulator
+from .snapshots import check_snapshot_target, load_snapshot, save_snapshot
 from .susceptibility import Susceptibility, component_susceptibility_estimate, estimate_susceptibility
 from .system import System
 

@@ -280,7 +280,7 @@ def _world(args):
 
 def _checkpointing(args, path: Path | None):
     from ..ising.susceptibility import SNAPSHOT_KIND, Checkpointing
-    from ..outputs import check_snapshot_target
+    from ..engine.snapshots import check_snapshot_target
 
     if path is None:
         if args.resume:

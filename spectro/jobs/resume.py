@@ -21,7 +21,7 @@ timing does not touch the arithmetic: the resumed chains continue from the exact
 draw, so ``--resume`` gives the numbers of an uninterrupted run bit for bit (tested by SIGKILLing
 a real subprocess). A snapshot, ``done.json`` and ``full_acc.pt`` are each written to a
 temporary file and renamed, so a kill at any moment leaves either the old or the new file.
-Snapshots are read with ``torch.load(weights_only=True)`` (:func:`spectro.outputs.load_snapshot`):
+Snapshots are read with ``torch.load(weights_only=True)`` (:func:`spectro.engine.snapshots.load_snapshot`):
 a snapshot folder cannot make spectro run code. Only spectro's own files are ever removed from
 it, and a folder that is not spectro's is refused. Under torchrun every process writes its own
 ``rank<r>.pt``; process 0 writes the rest. The
@@ -39,8 +39,9 @@ from typing import Any
 from ..engine.distributed import World
 from ..engine.driver import Checkpointing
 from ..io import write_json
-from ..outputs import (KINDS, OutputError, claim_folder, load_snapshot, owned_entries, read_json_file, read_marker,
-                       remove_entry, remove_owned, save_snapshot)
+from ..engine.snapshots import load_snapshot, save_snapshot
+from ..outputs import (KINDS, OutputError, claim_folder, owned_entries, read_json_file, read_marker, remove_entry,
+                       remove_owned)
 
 __all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "RESULTS_FILES", "STAGE_KIND"]
 

@@ -29,11 +29,12 @@ _BF16_WARNED = False  # the slow-bf16-CPU warning was given in this process
 _FP16_WARNED = False  # likewise for fp16
 
 
-def check_precision(model: nn.Module, config: SamplerConfig) -> None:
+def check_precision(model: nn.Module, config: SamplerConfig, stacklevel: int = 3) -> None:
     """Raise ValueError when the model's stored dtype contradicts ``config.precision``, or fp16
     is requested on a CPU where torch cannot run an fp16 matmul and its backward. Warn (once per
     process: a job builds one posterior per restriction) when bf16 or fp16 is requested on a CPU
-    without bf16 / fp16 instructions (/proc/cpuinfo), where it is slower than fp32."""
+    without bf16 / fp16 instructions (/proc/cpuinfo), where it is slower than fp32 (``stacklevel``:
+    the frame the warning names, counted from this function)."""
     low = config.compute_dtype
     stored = {t.dtype for t in (*model.parameters(), *model.buffers()) if t.dtype in _LOW}
     if stored - {low}:
@@ -51,12 +52,12 @@ def check_precision(model: nn.Module, config: SamplerConfig) -> None:
         warnings.warn("precision='fp16': this CPU has no fp16 arithmetic instructions (no avx512_fp16, amx_fp16 or "
                       "asimdhp in /proc/cpuinfo), so torch runs fp16 matmuls through a slow fallback, far slower than "
                       "fp32; use precision='fp32' (or 'bf16' where the CPU has bf16 instructions) on this machine",
-                      UserWarning, stacklevel=3)
+                      UserWarning, stacklevel=stacklevel)
     if low == torch.bfloat16 and torch.device(config.device).type == "cpu" and not _BF16_WARNED and cpu_bf16_fast() is False:
         _BF16_WARNED = True
         warnings.warn("precision='bf16': this CPU has no bf16 matmul instructions (no amx_bf16 or avx512_bf16 in "
                       "/proc/cpuinfo), so bf16 matmuls run slower than fp32 here and the precision buys no speed; "
-                      "use precision='fp32' on this machine", UserWarning, stacklevel=3)
+                      "use precision='fp32' on this machine", UserWarning, stacklevel=stacklevel)
 
 
 def _cpu_runs_fp16() -> bool:

@@ -119,7 +119,7 @@ def component_susceptibility(
     run, autograd only differentiates the free weights and never enters the part of the network
     upstream of them; with the default CPU execution the frozen upstream part is evaluated once
     per step for all chains of a worker and once per run on the probe samples (see
-    :mod:`spectro.nn.posterior`).
+    :mod:`spectro.nn.chain_model`).
 
     Cross-check with devinterp 2.0.1 ``slt.susceptibilities.compute_susceptibilities``: it
     computes ``sus = E_C[φ·L̄] − E_C[φ·ℓ_xy] − E_C[φ]·(E_full[L̄] − E_full[ℓ_xy])``, algebraically
