@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spectro.devices import cpu_bf16_fast
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -159,6 +161,11 @@ def vs_devinterp(device: torch.device, quick: bool) -> dict:
         chi_dd, se_d, ref, dof_d = b.devinterp_with_errors(paths, job.components, job.n_batches)
         out: dict = {"devinterp_s": t_d}
         for precision in ("fp32", "bf16") + (("fp16",) if device.type == "cuda" else ()):
+            if precision == "bf16" and device.type == "cpu" and cpu_bf16_fast() is False:
+                out[precision] = {"skipped": "this CPU has no bf16 matmul instructions (no amx_bf16 or avx512_bf16): "
+                                             "bf16 runs through a fallback far slower than fp32 and times nothing useful"}
+                print(f"  spectro bf16: skipped ({out[precision]['skipped']})", flush=True)
+                continue
             b.forget_cached_init_loss()
             pjob = dataclasses.replace(job, precision=precision)
             t0 = time.perf_counter()
