@@ -441,6 +441,15 @@ def dataset_comparison(records: Path, seed: int, n_boot: int = 2000) -> dict | N
             "dataset_flagged_share": float(flagged.mean()), "baker_reported_r": 0.958}
 
 
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def figures(records: Path, det: dict, models: dict) -> list[str]:
     """The decision's figures: PC1 loadings per head with the floor, detector score vs loading, χ along a probe."""
     import matplotlib
@@ -475,11 +484,7 @@ def figures(records: Path, det: dict, models: dict) -> list[str]:
             if row == 0 and col == 0:
                 ax.legend(fontsize=7, loc="upper right")
     fig.suptitle("S1 (red: detector's induction heads; triangles: baseline (b))", fontsize=10)
-    fig.tight_layout()
-    path = records / "fig_loadings.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path.name)
+    written.append(_save(fig, records / "fig_loadings.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for (key, marker), colour in zip(zip(keys, "osD^v"), ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")):
@@ -494,11 +499,7 @@ def figures(records: Path, det: dict, models: dict) -> list[str]:
     ax.set_xlabel("detector induction score (layer-1 heads)")
     ax.set_ylabel("|PC1 loading| of the covariance part")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = records / "fig_detector_vs_loading.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path.name)
+    written.append(_save(fig, records / "fig_detector_vs_loading.png"))
 
     key = keys[0]
     t = _load_tokens(records, f"{key}-tokens-sgld0")
@@ -525,11 +526,7 @@ def figures(records: Path, det: dict, models: dict) -> list[str]:
         ax.set_ylabel("per-token χ, covariance part (±2 se)")
         ax.set_title(f"{key}, SGLD seed 0", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = records / "fig_tokens.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path.name)
+        written.append(_save(fig, records / "fig_tokens.png"))
     return written
 
 
