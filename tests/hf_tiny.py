@@ -14,7 +14,8 @@ HEADS, HEAD_DIM = 4, 8
 HIDDEN = HEADS * HEAD_DIM
 
 
-def tiny_config(model_type: str, vocab_size: int, *, layers: int = 2, kv_heads: int | None = None, n_ctx: int = 64):
+def tiny_config(model_type: str, vocab_size: int, *, layers: int = 2, kv_heads: int | None = None, n_ctx: int = 64,
+                multi_query: bool = False):
     from devinterp.slt._tiny_configs import _ATTR_TABLE
     from transformers import AutoConfig
 
@@ -42,8 +43,9 @@ def tiny_config(model_type: str, vocab_size: int, *, layers: int = 2, kv_heads: 
     for a in ("layer_types", "mlp_layer_types"):
         if isinstance(d.get(a), list):
             d[a] = d[a][:layers]
-    if model_type == "gpt_bigcode":
-        d["multi_query"] = False  # the multi-query tiny config does not build here (shape error in transformers)
+    if model_type == "gpt_bigcode":  # multi_query=False: c_attn fused per head; True: [Q | K | V], one K/V head
+        d["multi_query"] = multi_query
+        d["num_key_value_heads"] = 1 if multi_query else HEADS
     for k in ("model_type", "transformers_version", "architectures"):
         d.pop(k, None)
     d.update(pad_token_id=0, bos_token_id=0, eos_token_id=0, is_decoder=True, use_cache=False)

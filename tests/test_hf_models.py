@@ -31,10 +31,6 @@ FAST = ["gpt2", "llama", "gpt_neox"]  # fused concat (Conv1D), separate projecti
 NOT_BUILT = {"exaone_moe", "falcon", "gemma4_text", "gpt_neo", "xmod", "ernie4_5_moe"}
 # tiny models run vmapped chains (< 100k parameters) and bloom's attention is a custom autograd
 # Function that vmap cannot run; cpmant's logits see later tokens (refused as not causal)
-# the attention-pattern oracle finds devinterp's head masks wrong here: its table gives gpt_bigcode
-# the "concat" [Q | K | V] layout of multi-query checkpoints (StarCoder), but with multi_query=False
-# c_attn is interleaved per head; a per-head component of such a model moves the wrong rows
-WRONG_MASKS = {"gpt_bigcode": "devinterp's concat layout is wrong for gpt_bigcode with multi_query=False"}
 NOT_CAUSAL = {"cpmant", "xlm"}  # their tiny configs are encoders: the loader must refuse them in one line
 NOT_RUN = {"bloom": "custom autograd Function: not vmappable at tiny size",
            "minimax": "layer 1 of the tiny config is linear attention: l1h1 selects nothing (a one-line error)"}
@@ -129,6 +125,21 @@ def _expected_head_masks(model_type: str, model, layer: int, head: int, n_kv: in
         out[pre + "k_proj.weight"] = k.reshape(-1, 1).expand(n_kv * hd, d)
         out[pre + "v_proj.weight"] = k.reshape(-1, 1).expand(n_kv * hd, d)
         out[pre + "o_proj.weight"] = q.reshape(1, -1).expand(d, H * hd)
+    elif model_type == "gpt_bigcode":  # nn.Linear c_attn [out, in]; the row layout depends on multi_query
+        pre = f"transformer.h.{layer}.attn."
+        if model.config.multi_query:  # rows [Q (H, hd) | K (hd) | V (hd)]: the head's Q rows and the one shared K/V head
+            q = torch.zeros(H, hd, dtype=torch.bool)
+            q[head] = True
+            sel = torch.cat([q.reshape(-1), torch.ones(2 * hd, dtype=torch.bool)])
+        else:  # rows (head, q/k/v, hd): the forward views c_attn's output as [H, 3·hd]
+            sel = torch.zeros(H, 3, hd, dtype=torch.bool)
+            sel[head] = True
+            sel = sel.reshape(-1)
+        out[pre + "c_attn.weight"] = sel.reshape(-1, 1).expand(sel.numel(), d)
+        out[pre + "c_attn.bias"] = sel
+        o = torch.zeros(H, hd, dtype=torch.bool)
+        o[head] = True
+        out[pre + "c_proj.weight"] = o.reshape(1, -1).expand(d, d)
     assert set(out) <= set(params)
     return out
 
@@ -143,6 +154,37 @@ def test_head_component_is_the_hand_written_slice(models, model_type, kv):
         assert list(got) == list(want)
         for n in want:
             assert torch.equal(torch.as_tensor(got[n]).bool(), want[n]), n
+
+
+@pytest.mark.parametrize("multi_query", [False, True])
+def test_gpt_bigcode_heads_in_both_layouts(models, multi_query):
+    """devinterp's table gives every gpt_bigcode model the [Q | K | V] rows of multi-query
+    checkpoints; without multi_query c_attn is fused per head, and spectro corrects the masks
+    (components._devinterp_restriction). Oracles: the hand-written slices, the attention patterns,
+    and what the sampler moves; group G is head G without multi_query, every head with it."""
+    from devinterp.slt.weight_restrictions import create_param_masks
+
+    folder = models("gpt_bigcode", multi_query=multi_query)
+    prep = _prep(job_config(folder, ["l1h3", "l0h1", "l1g0"]))
+    n_kv = 1 if multi_query else HEADS
+    for (layer, head), name in (((0, 1), "l0h1"), ((1, 3), "l1h3")):
+        got = prep.components[name].masks
+        want = _expected_head_masks("gpt_bigcode", prep.model, layer, head, n_kv)
+        assert list(got) == list(want)
+        for n in want:
+            assert torch.equal(torch.as_tensor(got[n]).bool(), want[n]), n
+    # the correction is needed exactly where it applies (once devinterp's table is right, drop it)
+    raw = create_param_masks(prep.model, "l1h3")["transformer.h.1.attn.c_attn.bias"]
+    assert torch.equal(raw, want["transformer.h.1.attn.c_attn.bias"]) == multi_query
+    group = prep.components["l1g0"].masks
+    heads_in_g0 = range(HEADS) if multi_query else [0]
+    for n in group:
+        union = torch.zeros_like(torch.as_tensor(group[n]).bool())
+        for h in heads_in_g0:
+            union |= _expected_head_masks("gpt_bigcode", prep.model, 1, h, n_kv)[n]
+        assert torch.equal(torch.as_tensor(group[n]).bool(), union), n
+    _check_head_patterns(folder, "gpt_bigcode", prep.components["l1h3"].masks, 1, 3, n_kv)
+    _check_sampler_moves_only_the_slice(prep, "l1h3")
 
 
 def _patterns(model, ids, layer):
@@ -247,8 +289,6 @@ def test_every_family_whole_job_and_gradient_mask(models, tmp_path, model_type):
         with pytest.raises(ConfigError, match="not causal"):
             _prep(job_config(models(model_type), ["l1h1"]))
         return
-    if model_type in WRONG_MASKS:
-        pytest.xfail(WRONG_MASKS[model_type])
     _family_check(models, model_type, None, tmp_path, run=True)
 
 
