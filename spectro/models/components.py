@@ -103,6 +103,9 @@ def _shape(model) -> tuple[int, int, int]:
     """(n_layers, n_heads, n_kv_heads) from the model's config."""
     if _is_attention_only(model):
         return model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_heads
+    if not hasattr(model, "config"):  # a TransformerLens HookedTransformer (spectro.models.tl)
+        cfg = model.cfg
+        return cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads or cfg.n_heads
     from .hf import layer_count
 
     cfg = model.config  # heads as devinterp reads them (its masks are built from the same numbers)
@@ -181,7 +184,9 @@ def _devinterp_restriction(model, spec: str):
 
 
 def _family(model) -> str:
-    return "spectro's attention-only model" if _is_attention_only(model) else f"model_type {model.config.model_type!r}"
+    if _is_attention_only(model):
+        return "spectro's attention-only model"
+    return f"model_type {model.config.model_type!r}" if hasattr(model, "config") else "TransformerLens HookedTransformer"
 
 
 def resolve_components(model, entries) -> dict[str, Any]:
