@@ -2,8 +2,9 @@
 
 A component is a set of weight coordinates the sampler may move (a
 :class:`spectro.nn.Restriction`; docs/design.md §2: the restricted posterior of component C).
-Names, for spectro's attention-only models and every Hugging Face family of
-:func:`spectro.models.hf.supported_model_types` alike:
+Names, for spectro's attention-only models, every Hugging Face family of
+:func:`spectro.models.hf.supported_model_types` and TransformerLens ``HookedTransformer`` models
+(:mod:`spectro.models.tl`) alike:
 
 ==================  ==========================================================================
 ``full`` / ``all``  every parameter (the unrestricted posterior)
