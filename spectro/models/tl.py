@@ -82,7 +82,7 @@ def save_tl_model(model, folder: str | os.PathLike, tokenizer_file: str | os.Pat
     folder.mkdir(parents=True, exist_ok=True)
     cfg = {k: _jsonable(v) for k, v in model.cfg.to_dict().items()}
     (folder / TL_CONFIG).write_text(json.dumps(cfg, indent=1) + "\n")
-    save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(folder / "model.safetensors"))
+    save_file({n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}, str(folder / "model.safetensors"))
     if tokenizer_file is not None:
         (folder / "tokenizer.json").write_text(Path(tokenizer_file).read_text())
     if eos_token is not None:
