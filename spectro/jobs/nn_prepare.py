@@ -58,7 +58,8 @@ def _resolve_checkpoint(cfg: JobConfig, progress: bool, log) -> Path:
         raise ConfigError(f"model.checkpoint: checkpoint folder {path} does not exist")
     if not path.is_dir():
         raise ConfigError(f"model.checkpoint: {path} is not a folder (a checkpoint folder from spectro.models.save_checkpoint, "
-                          "or a Hugging Face model folder from save_pretrained)")
+                          "a Hugging Face model folder from save_pretrained, or a TransformerLens folder from "
+                          "spectro.models.tl.save_tl_model)")
     return path
 
 
@@ -71,6 +72,7 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     from ..models import CheckpointError, load_checkpoint
     from ..models.components import ComponentError, resolve_components
     from ..models.hf import HFModelError, is_hf_model_dir, load_hf_model
+    from ..models.tl import is_tl_model_dir, load_tl_model
     from ..nn.precision import check_precision
     from ..models.training import TokenizedCorpus
     from ..nn.fields import SampleUpweighting, SubsetFields, TokenPointMasses
@@ -121,12 +123,12 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     # ---- model + tokenizer
     ckpt = _resolve_checkpoint(cfg, progress, log)
     hf_info = None
-    if is_hf_model_dir(ckpt):
+    if is_hf_model_dir(ckpt) or is_tl_model_dir(ckpt):
         try:
-            model, tokenizer, hf_info = load_hf_model(ckpt, cfg.model.dtype)
+            model, tokenizer, hf_info = (load_hf_model if is_hf_model_dir(ckpt) else load_tl_model)(ckpt, cfg.model.dtype)
         except HFModelError as e:
             raise ConfigError(f"model.checkpoint: {e}") from None
-        meta = {"huggingface": hf_info.to_dict()}
+        meta = {hf_info.family: hf_info.to_dict()}
         mcfg = _Shape(hf_info.n_layers, hf_info.n_heads, hf_info.vocab_size, hf_info.n_ctx)
     else:
         try:
@@ -197,7 +199,8 @@ def _prepare(cfg: JobConfig, progress: bool, log) -> _Prepared:
     try:
         corpus = TokenizedCorpus.from_datasets(datasets, tokenizer, eos_id=hf_info.eos_token_id if hf_info else None)
     except TokenizerMismatchError as e:
-        raise ConfigError(f"model.checkpoint: {e}; the model folder's config.json needs an eos_token_id") from None
+        raise ConfigError(f"model.checkpoint: {e}; the model folder needs an eos_token_id in config.json or an "
+                          "eos_token in tokenizer_config.json") from None
     n_dom = len(domains)
     per_train = -(-cfg.data.train_sequences // n_dom)
     train_parts = []

@@ -2,8 +2,9 @@
 
 A component is a set of weight coordinates the sampler may move (a
 :class:`spectro.nn.Restriction`; docs/design.md §2: the restricted posterior of component C).
-Names, for spectro's attention-only models and every Hugging Face family of
-:func:`spectro.models.hf.supported_model_types` alike:
+Names, for spectro's attention-only models, every Hugging Face family of
+:func:`spectro.models.hf.supported_model_types` and TransformerLens ``HookedTransformer`` models
+(:mod:`spectro.models.tl`) alike:
 
 ==================  ==========================================================================
 ``full`` / ``all``  every parameter (the unrestricted posterior)
@@ -23,7 +24,8 @@ a glob              parameter-name ``fnmatch`` glob(s), ``+``-joined: ``transfor
 
 Everything but the globs goes through devinterp's ``create_param_masks`` and its per-family
 structure table (``HEAD_STRUCTURES``; spectro's attention-only model is read as a TransformerLens
-``HookedTransformer`` there) — spectro keeps no table of its own. For spectro's attention-only
+``HookedTransformer`` there) — spectro keeps no table of its own; it corrects one entry, the head
+masks of ``gpt_bigcode`` without ``multi_query`` (:func:`_devinterp_restriction`). For spectro's attention-only
 models ``lLhH``, ``heads`` and ``lL`` keep their historical definitions
 (:func:`spectro.models.head_restriction`: W_Q, W_K, W_V, b_Q, b_K, b_V, W_O of the head;
 ``blocks.L.attn.*``) so earlier results stay reproducible.
@@ -102,6 +104,9 @@ def _shape(model) -> tuple[int, int, int]:
     """(n_layers, n_heads, n_kv_heads) from the model's config."""
     if _is_attention_only(model):
         return model.cfg.n_layers, model.cfg.n_heads, model.cfg.n_heads
+    if not hasattr(model, "config"):  # a TransformerLens HookedTransformer (spectro.models.tl)
+        cfg = model.cfg
+        return cfg.n_layers, cfg.n_heads, cfg.n_key_value_heads or cfg.n_heads
     from .hf import layer_count
 
     cfg = model.config  # heads as devinterp reads them (its masks are built from the same numbers)
@@ -133,7 +138,7 @@ def _atom_restriction(model, part: str, name: str):
             return Restriction.from_globs(model, f"blocks.{layer}.attn.*", name=name)
     if m is not None or part in ("embed", "unembed"):
         try:
-            r = Restriction.from_devinterp(model, _devinterp_spec(_canon_atom(part)))
+            r = _devinterp_restriction(model, _devinterp_spec(_canon_atom(part)))
         except ValueError as e:
             raise ComponentError(f"component {name!r}: {' '.join(str(e).split())}") from None
         masks = {k: v for k, v in r.masks.items() if v is None or bool(v.any())}
@@ -149,8 +154,40 @@ def _atom_restriction(model, part: str, name: str):
     return Restriction.from_globs(model, part, name=name)
 
 
+def _devinterp_restriction(model, spec: str):
+    """devinterp's ``create_param_masks(model, spec)``, with the one head layout its table gets
+    wrong corrected: ``gpt_bigcode`` without ``multi_query`` fuses ``c_attn`` per head — output rows
+    ``(head, q/k/v, head_dim)``, GPT-NeoX's interleaved layout (transformers' ``GPTBigCodeAttention``
+    views the output as ``[n_heads, 3·head_dim]``) — while the table gives every gpt_bigcode model
+    the ``[Q | K | V]`` layout of multi-query checkpoints (StarCoder), right only with
+    ``multi_query=True``. Without multi_query each head has its own key/value head, so group G is
+    head G. (tests/test_hf_models.py checks both layouts against hand-written slices, attention
+    patterns and the sampler.)"""
+    import torch
+
+    from ..nn.restrictions import Restriction
+
+    r = Restriction.from_devinterp(model, spec)
+    cfg = getattr(model, "config", None)
+    m = re.fullmatch(r"l(\d+)[hg](\d+)", spec)
+    if m is None or getattr(cfg, "model_type", None) != "gpt_bigcode" or cfg.multi_query:
+        return r
+    n_heads = int(cfg.num_attention_heads)
+    rows = torch.zeros(n_heads, 3, int(cfg.hidden_size) // n_heads, dtype=torch.bool)
+    rows[int(m.group(2))] = True
+    rows = rows.reshape(-1)
+    masks = dict(r.masks)
+    for name in (f"transformer.h.{m.group(1)}.attn.c_attn.weight", f"transformer.h.{m.group(1)}.attn.c_attn.bias"):
+        if name in masks:  # nn.Linear: output rows along dim 0
+            shape = dict(model.named_parameters())[name].shape
+            masks[name] = rows.view(-1, *([1] * (len(shape) - 1))).expand(shape)
+    return Restriction(masks, name=r.name)
+
+
 def _family(model) -> str:
-    return "spectro's attention-only model" if _is_attention_only(model) else f"model_type {model.config.model_type!r}"
+    if _is_attention_only(model):
+        return "spectro's attention-only model"
+    return f"model_type {model.config.model_type!r}" if hasattr(model, "config") else "TransformerLens HookedTransformer"
 
 
 def resolve_components(model, entries) -> dict[str, Any]:

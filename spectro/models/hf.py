@@ -41,7 +41,8 @@ ESCAPE_HATCH = "or use the Python API (spectro.nn.run_susceptibility) with an ex
 
 
 class HFModelError(ValueError):
-    """A model folder that cannot be used; the message is one line naming the problem and the way out."""
+    """A model folder (Hugging Face or TransformerLens) that cannot be used; the message is one line
+    naming the problem and the way out."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,11 @@ class HFModelInfo:
     n_ctx: int | None  # max_position_embeddings (None: no limit declared, e.g. relative positions)
     dtype: str
     eos_token_id: int | None
+    family: str = "huggingface"  # or "transformer_lens" (spectro.models.tl)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"family": "huggingface", **asdict(self)}
+        d = asdict(self)
+        return {"family": d.pop("family"), **d}
 
 
 def _transformers():
@@ -158,15 +161,19 @@ def load_hf_model(path: str | os.PathLike, dtype: str | None = None):
         n_kv_heads=int(getattr(cfg, "num_key_value_heads", None) or n_heads), d_model=int(cfg.hidden_size),
         vocab_size=vocab, n_ctx=int(n_ctx) if isinstance(n_ctx, int) else None,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."), eos_token_id=eos)
-    tokenizer = None
-    if (path / "tokenizer.json").is_file():
-        from ..data.tokenizer import load_tokenizer
+    return model, _folder_tokenizer(path), info_
 
-        try:
-            tokenizer = load_tokenizer(path)
-        except ValueError as e:
-            raise HFModelError(str(e)) from None
-    return model, tokenizer, info_
+
+def _folder_tokenizer(path: Path):
+    """The folder's ``tokenizer.json`` as a ``tokenizers.Tokenizer``, or None when it has none."""
+    if not (path / "tokenizer.json").is_file():
+        return None
+    from ..data.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(path)
+    except ValueError as e:
+        raise HFModelError(str(e)) from None
 
 
 def _check_causal(model, vocab: int, path: Path) -> None:
