@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--merge", type=Path, nargs="+", default=None,
+                   help="no sampling: combine these linear_response.json records (runs of other components) into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
     args.epsilon = args.gamma = args.nbeta = None
     import torch
 
@@ -99,20 +103,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(args, cfg, rows, metas, t0) -> dict:
+    return save(args.out, rows, {"command": " ".join([sys.executable, *sys.argv]), "config": cfg, "meta": metas,
+                                 "seconds": time.perf_counter() - t0, "machine": machine(),
+                                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": os.getloadavg()})
+
+
+def save(out: Path, rows, record: dict) -> dict:
+    """rows.csv, linear_response.json (the record, the summary, the rows) and linear_response.png; the summary."""
     from spectro.nn.reweighting import summarize
 
     summary = {"z": summarize(rows, "z"), "z_jackknife": summarize(rows, "z_jackknife")}
-    with open(args.out / "rows.csv", "w", newline="") as fh:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "rows.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0].to_dict()))
         w.writeheader()
         for r in rows:
             w.writerow(r.to_dict())
-    record = {"command": " ".join([sys.executable, *sys.argv]), "config": cfg, "summary": summary, "meta": metas,
-              "seconds": time.perf_counter() - t0, "machine": machine(),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": os.getloadavg(), "rows": [r.to_dict() for r in rows]}
-    (args.out / "linear_response.json").write_text(json.dumps(record, indent=1))
-    plot(rows, args.out / "linear_response.png")
+    record = {**record, "summary": summary, "rows": [r.to_dict() for r in rows]}
+    (out / "linear_response.json").write_text(json.dumps(record, indent=1))
+    plot(rows, out / "linear_response.png")
     return summary
+
+
+def merge(records: list[Path], out: Path) -> int:
+    """One record of several runs (e.g. components run as separate processes): rows combined, each
+    part's command, config, meta, machine and date kept."""
+    from spectro.nn.reweighting import ResponseRow
+
+    parts = [json.loads(Path(r).read_text()) for r in records]
+    rows = [ResponseRow(**d) for part in parts for d in part["rows"]]
+    summary = save(out, rows, {"command": " ".join([sys.executable, *sys.argv]),
+                               "parts": [{k: v for k, v in part.items() if k != "rows"} for part in parts]})
+    s = summary["z"]["all"]
+    print(f"{s['n']} entries: rms z {s['rms_z']:.2f}, max |z| {s['max_abs_z']:.2f}; {s['flagged']} flagged")
+    return 0
 
 
 def plot(rows, path: Path) -> None:
