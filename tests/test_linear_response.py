@@ -86,6 +86,8 @@ def test_finite_difference_matches_chi_and_the_exact_response_on_the_gaussian_or
     assert np.abs(z).max() < 4 and np.sqrt(np.mean(z**2)) < 1.6, np.round(z, 2)
     zj = np.array([r.z_jackknife for r in rows])
     assert np.abs(zj).max() < 4, np.round(zj, 2)
+    # 16 × 200 draws of a well-mixed Gaussian posterior: no entry carries the engine's flag (R-hat ≤ 1.1)
+    assert all(np.isfinite(r.rhat) and not r.flagged for r in rows), [r.rhat for r in rows]
     # the paired (CRN) error is far below the unpaired one: common random numbers do their job
     diff_se = np.array([r.diff_se for r in rows])
     chi_se = np.array([r.chi_stderr for r in rows])

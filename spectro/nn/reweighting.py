@@ -46,6 +46,8 @@ from scipy import stats
 from torch import nn
 
 from ..engine import mean_error
+from ..engine.diagnostics import MIN_POINTS_PER_CHAIN, rhat_rank
+from ..engine.susceptibility import RHAT_MAX
 from .batches import _index
 from .config import SamplerConfig
 from .observables import LossFunctional
@@ -116,6 +118,8 @@ class ResponseRow:
     z: float  # diff/diff_se as a normal-scale z (t → normal quantile)
     diff_se_jackknife: float
     z_jackknife: float
+    rhat: float  # rank-normalised split R-hat of χ's series at h = 0 (the engine's UNMIXED test)
+    flagged: bool  # what the engine would flag χ for: R-hat > RHAT_MAX or too few draws per chain
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -214,10 +218,13 @@ def linear_response(
             fd = (runs[+1].phi.mean(axis=(0, 1)) - runs[-1].phi.mean(axis=(0, 1))) * scale
             z = z_from_t(diff / err.se, err.dof)
             zj = z_from_t(diff / se_jk, C - 1)
+            n = centred.shape[1]
+            rhat = rhat_rank(centred) if n >= 4 else np.full(len(diff), np.nan)
+            flagged = (rhat > RHAT_MAX) | (n < MIN_POINTS_PER_CHAIN)
             for i, o in enumerate(obs_names):
                 rows.append(ResponseRow(name, field_names[a], o, c, delta, float(fd[i]), float(fd[i] - diff[i]),
                                         float(chi_err.se[i]), float(diff[i]), float(err.se[i]), float(err.dof[i]),
-                                        float(z[i]), float(se_jk[i]), float(zj[i])))
+                                        float(z[i]), float(se_jk[i]), float(zj[i]), float(rhat[i]), bool(flagged[i])))
     if log is not None:
         log(f"{name}: {len(rows)} entries, {sum(meta['seconds'].values()):.1f} s")
     return rows, meta
@@ -228,7 +235,7 @@ def summarize(rows: Sequence[ResponseRow], which: str = "z") -> dict:
     def block(rs: Sequence[ResponseRow]) -> dict:
         z = np.array([getattr(r, which) for r in rs], float)
         return {"n": int(z.size), "rms_z": float(np.sqrt(np.mean(z**2))), "max_abs_z": float(np.max(np.abs(z))),
-                "mean_z": float(np.mean(z))}
+                "mean_z": float(np.mean(z)), "flagged": int(sum(r.flagged for r in rs))}
     out = {"all": block(rows)}
     for key in sorted({(r.component, r.c) for r in rows}):
         out[f"{key[0]}|c={key[1]}"] = block([r for r in rows if (r.component, r.c) == key])
