@@ -38,18 +38,23 @@ import numpy as np
 from scipy import stats
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="builtin:tiny")
-    p.add_argument("--corpus", default="fixture")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+def add_run_size(p: argparse.ArgumentParser) -> None:
+    """The run-size options shared by the validation scripts (Part A's size by default)."""
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--draws", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--per-domain", type=int, default=4)
     p.add_argument("--context", type=int, default=32)
     p.add_argument("--components", nargs="+", default=["full", "l0h0", "l1h0"])
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="builtin:tiny")
+    p.add_argument("--corpus", default="fixture")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
+    add_run_size(p)
     p.add_argument("--epsilon", type=float, default=None)
     p.add_argument("--gamma", type=float, default=None)
     p.add_argument("--nbeta", type=float, default=None)

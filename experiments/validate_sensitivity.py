@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validate_error_bars import job_config, machine  # noqa: E402
+from validate_error_bars import add_run_size, job_config, machine  # noqa: E402
 
 CENTRE = {"epsilon": 3e-4, "gamma": 1000.0, "nbeta": 30.0}
 
@@ -74,12 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nbeta-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     p.add_argument("--only", type=int, nargs="+", default=None, help="run only these setting indices (pieces)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--draws", type=int, default=40)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--per-domain", type=int, default=4)
-    p.add_argument("--context", type=int, default=32)
-    p.add_argument("--components", nargs="+", default=["full", "l0h0", "l1h0"])
+    add_run_size(p)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     args.epsilon = args.gamma = args.nbeta = None
