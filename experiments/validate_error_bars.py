@@ -114,8 +114,9 @@ def load_seed(folder: Path) -> dict:
     return out
 
 
-def analyse(per_seed: list[dict]) -> dict:
-    report = {}
+def analyse(per_seed: list[dict]) -> tuple[dict, dict]:
+    """The report per "component|kind", and the pairwise z's (unflagged, flagged) for the figure."""
+    report, pair_z = {}, {}
     for comp in per_seed[0]:
         for kind in per_seed[0][comp]:
             x = np.stack([s[comp][kind][0] for s in per_seed])  # [S, E]
@@ -133,22 +134,69 @@ def analyse(per_seed: list[dict]) -> dict:
             # spread low: at S = 10 by ≈ √0.9)
             jk = np.array([ratio(np.delete(np.arange(S), j)) for j in range(S)]) if S > 2 else np.full(1, np.nan)
             jk_sd = float(np.sqrt((S - 1) / S * np.sum((jk - jk.mean()) ** 2)))
-            covered, total = 0, 0
+            z_ok, z_flag = [], []  # pairwise differences on the normal scale: t_ν quantile → Φ⁻¹
             for s, t in itertools.combinations(range(S), 2):
                 ok = ~(flag[s] | flag[t])
                 v_s, v_t = se[s] ** 2, se[t] ** 2
                 nu = (v_s + v_t) ** 2 / (v_s**2 / dof[s] + v_t**2 / dof[t])
-                q = stats.t.ppf(0.975, np.where(np.isfinite(nu), nu, 1e9))
-                hit = np.abs(x[s] - x[t]) <= q * np.sqrt(v_s + v_t)
-                covered += int(hit[ok].sum())
-                total += int(ok.sum())
+                nu = np.where(np.isfinite(nu), nu, 1e9)
+                z = stats.norm.ppf(stats.t.cdf((x[s] - x[t]) / np.sqrt(v_s + v_t), nu))
+                z_ok.append(z[ok])
+                z_flag.append(z[~ok])
+            z_ok, z_flag = np.concatenate(z_ok), np.concatenate(z_flag)
+            z_ok, z_flag = z_ok[np.isfinite(z_ok)], z_flag[np.isfinite(z_flag)]
+            q95 = stats.norm.ppf(0.975)  # |t| ≤ t_0.975,ν  ⇔  |z| ≤ 1.96
             report[f"{comp}|{kind}"] = {
                 "entries": int(x.shape[1]), "seeds": S, "scatter_over_se": r,
                 "scatter_over_se_jackknife_sd": jk_sd,
-                "pairwise_coverage_95": covered / total if total else float("nan"), "pairs_x_entries": total,
+                "pairwise_coverage_95": float(np.mean(np.abs(z_ok) <= q95)) if z_ok.size else float("nan"),
+                "pairs_x_entries": int(z_ok.size),
+                "pairwise_rms_z": float(np.sqrt(np.mean(z_ok**2))) if z_ok.size else float("nan"),
+                "pairwise_share_abs_z_over_3": float(np.mean(np.abs(z_ok) > 3)) if z_ok.size else float("nan"),
+                # the same for pairs where either seed flags the entry: do the flagged error bars cover?
+                "flagged_pairwise_coverage_95": float(np.mean(np.abs(z_flag) <= q95)) if z_flag.size else float("nan"),
+                "flagged_pairs_x_entries": int(z_flag.size),
+                "flagged_pairwise_rms_z": float(np.sqrt(np.mean(z_flag**2))) if z_flag.size else float("nan"),
                 "share_flagged": float(flag.mean()), "median_dof": float(np.median(dof)),
             }
-    return report
+            pair_z[f"{comp}|{kind}"] = (z_ok, z_flag)
+    return report, pair_z
+
+
+def plot(report: dict, pair_z: dict, path: Path, title: str) -> None:
+    """Per component × kind: the pairwise-difference z histogram (unflagged and flagged pairs)
+    against N(0, 1), with scatter/se, coverage and the flagged share in the panel title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in report if not k.endswith("|llc")]
+    comps = sorted({k.split("|")[0] for k in keys}, key=[k.split("|")[0] for k in keys].index)
+    kinds = sorted({k.split("|")[1] for k in keys})
+    fig, axes = plt.subplots(len(kinds), len(comps), figsize=(4.2 * len(comps), 3.4 * len(kinds)), squeeze=False)
+    grid = np.linspace(-5, 5, 201)
+    for i, kind in enumerate(kinds):
+        for j, comp in enumerate(comps):
+            ax, r = axes[i, j], report[f"{comp}|{kind}"]
+            z_ok, z_flag = pair_z[f"{comp}|{kind}"]
+            bins = np.linspace(-5, 5, 41)
+            if z_ok.size:
+                ax.hist(np.clip(z_ok, -5, 5), bins=bins, density=True, alpha=0.6, label=f"unflagged ({z_ok.size})")
+            if z_flag.size:
+                ax.hist(np.clip(z_flag, -5, 5), bins=bins, density=True, histtype="step", color="k",
+                        label=f"flagged ({z_flag.size})")
+            ax.plot(grid, stats.norm.pdf(grid), "r-", lw=1, label="N(0, 1)")
+            ax.set_title(f"{comp} {kind}: scatter/se {r['scatter_over_se']:.2f}, cov {100 * r['pairwise_coverage_95']:.0f} %"
+                         f"\nflagged {100 * r['share_flagged']:.0f} %"
+                         + (f" (cov {100 * r['flagged_pairwise_coverage_95']:.0f} %)" if z_flag.size else ""),
+                         fontsize=9)
+            ax.set_xlabel("z of x_s − x_t (pairs of seeds)")
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,14 +218,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate_error_bars: {len(done)} finished seeds; need at least 2 to analyse", file=sys.stderr)
         return 0
     per_seed = [load_seed(args.out / "jobs" / f"seed{s}") for s in done]
-    report = analyse(per_seed)
+    report, pair_z = analyse(per_seed)
     record = {"command": " ".join([sys.executable, *sys.argv]), "seeds": done, "config": job_config(args, done[0]),
               "job_seconds": timings, "machine": machine(), "report": report}
     (args.out / "error_bars.json").write_text(json.dumps(record, indent=1))
-    print(f"{'component|kind':>16} {'entries':>7} {'scatter/se':>16} {'pair cov':>8} {'flagged':>7}")
+    cfg = record["config"]["sampler"]
+    plot(report, pair_z, args.out / "error_bars.png",
+         f"{len(done)} SGLD seeds of {Path(args.checkpoint).name}, {cfg['chains']} chains × {cfg['draws']} draws "
+         f"(ε {cfg['epsilon']:g}, γ {cfg['gamma']:g}, nβ {cfg['nbeta']:g}, batch {cfg['batch_size']})")
+    print(f"{'component|kind':>16} {'entries':>7} {'scatter/se':>16} {'pair cov':>8} {'rms z':>6} {'flagged':>7} "
+          f"{'flagged cov':>11}")
     for key, r in report.items():
         print(f"{key:>16} {r['entries']:7d} {r['scatter_over_se']:8.2f} ± {r['scatter_over_se_jackknife_sd']:.2f} "
-              f"{100 * r['pairwise_coverage_95']:7.1f}% {100 * r['share_flagged']:6.1f}%")
+              f"{100 * r['pairwise_coverage_95']:7.1f}% {r['pairwise_rms_z']:6.2f} {100 * r['share_flagged']:6.1f}% "
+              f"{100 * r['flagged_pairwise_coverage_95']:10.1f}%")
     return 0
 
 
