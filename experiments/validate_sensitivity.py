@@ -11,6 +11,8 @@ the results move in units of their error bars:
 
 Plus the per-setting health of the run (loss-trace R-hat, divergence). Changing γ or nβ changes
 the posterior (the estimand); changing ε should not, so an ε-shift beyond the error bars is bias.
+The last setting is a **replicate** of the centre with its own seed: its z's show what pure noise
+gives (rms ≈ 1) and its |cos| is the noise floor of the PC comparison.
 
     python experiments/validate_sensitivity.py --checkpoint builtin:tiny --out runs/validate-sens-tiny
 """
@@ -36,11 +38,11 @@ def settings(gammas, eps_f, nbeta_f) -> list[dict]:
     out += [{**CENTRE, "gamma": g} for g in gammas if g != CENTRE["gamma"]]
     out += [{**CENTRE, "epsilon": CENTRE["epsilon"] * f} for f in eps_f if f != 1]
     out += [{**CENTRE, "nbeta": CENTRE["nbeta"] * f} for f in nbeta_f if f != 1]
-    return out
+    return out + [{**CENTRE, "replicate": True}]
 
 
 def label(s: dict) -> str:
-    return f"eps{s['epsilon']:.3g}_gamma{s['gamma']:.3g}_nbeta{s['nbeta']:.3g}"
+    return f"eps{s['epsilon']:.3g}_gamma{s['gamma']:.3g}_nbeta{s['nbeta']:.3g}" + ("_replicate" if s.get("replicate") else "")
 
 
 def read(folder: Path) -> dict:
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if (folder / "summary.json").is_file() or (args.only is not None and i not in args.only):
             continue
         cfg = job_config(args, args.seed + i)  # independent seeds: the differences' errors add
-        cfg["sampler"].update(s)
+        cfg["sampler"].update({k: s[k] for k in CENTRE})
         t0 = time.perf_counter()
         try:
             run_job(cfg, folder, overwrite=True, progress=False)
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                              for c in centre])
         zl = {c: (res[c]["llc"][0] - centre[c]["llc"][0]) / np.hypot(res[c]["llc"][1], centre[c]["llc"][1]) for c in centre}
         rows.append({"setting": s, "dataset_chi_z": zd.tolist(), "dataset_chi_rms_z": float(np.sqrt(np.mean(zd**2))),
+                     "dataset_chi_mean_z": float(np.mean(zd)),
                      "llc": {c: res[c]["llc"] for c in res}, "llc_z": zl,
                      "pc_cos_with_centre": [float(abs(V[j] @ V0[j])) for j in range(len(V0))],
                      "pc1_fraction": float(f[0]), "rhat": {c: res[c]["rhat"] for c in res}})
@@ -139,28 +142,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def plot(record: dict, path: Path) -> None:
+    """Left: every dataset-χ entry's signed z against the centre (dots) and each component's LLC z
+    (crosses), per setting; the replicate column is what noise alone gives. Right: |cos| of the
+    per-token PC1/PC2 with the centre's, the replicate's as the floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in record["rows"] if "dataset_chi_rms_z" in r]
+    rows = [r for r in record["rows"] if "dataset_chi_z" in r]
     names = [label(r["setting"]).replace("_", "\n") for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    ax[0].bar(range(len(rows)), [r["dataset_chi_rms_z"] for r in rows], label="dataset χ (rms z)")
-    comps = list(rows[0]["llc_z"]) if rows else []
-    for j, c in enumerate(comps):
-        ax[0].plot(range(len(rows)), [abs(r["llc_z"][c]) for r in rows], "o", label=f"|z| LLC {c}")
-    ax[0].axhline(1, color="k", lw=0.5)
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    rng = np.random.default_rng(0)
+    for i, r in enumerate(rows):
+        z = np.asarray(r["dataset_chi_z"])
+        ax[0].plot(i + rng.uniform(-0.15, 0.15, z.size), z, ".", color="C0", alpha=0.6,
+                   label="dataset χ entries" if i == 0 else None)
+        for j, (c, zl) in enumerate(r["llc_z"].items()):
+            ax[0].plot(i + 0.25, zl, "x", color=f"C{j + 1}", label=f"LLC {c}" if i == 0 else None)
+    for y in (-2, 2):
+        ax[0].axhline(y, color="k", lw=0.5, ls="--")
+    ax[0].axhline(0, color="k", lw=0.5)
     ax[0].set_xticks(range(len(rows)), names, fontsize=6)
-    ax[0].set_ylabel("shift from the centre / combined stderr")
+    ax[0].set_ylabel("(setting − centre) / combined stderr")
     ax[0].legend(fontsize=7)
     ax[1].bar(range(len(rows)), [r["pc_cos_with_centre"][0] for r in rows], label="|cos| PC1")
     ax[1].plot(range(len(rows)), [r["pc_cos_with_centre"][1] for r in rows], "o", color="C1", label="|cos| PC2")
     ax[1].set_xticks(range(len(rows)), names, fontsize=6)
     ax[1].set_ylim(0, 1.05)
     ax[1].legend(fontsize=7)
-    fig.suptitle(f"sensitivity around {label(record['centre'])}")
+    fig.suptitle(f"sensitivity around {label(record['centre'])} (γ, nβ change the posterior; ε should not)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
