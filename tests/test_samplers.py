@@ -248,14 +248,17 @@ def test_a_method_added_in_a_test_runs_through_a_whole_spectro_run_job(tmp_path)
 
 
 # ---------------------------------------------------------------------------- whole sampler vs the oracle
-# (method, its settings, step size, steps per draw, burn-in, batch size): each at a step where its own
-# law is the exact posterior to well within the error bars (sghmc: exact at any stable step, run where
+# (method, its settings, step size, steps per draw, burn-in, batch size, draws): each at a step where its
+# own law is the exact posterior to well within the error bars (sghmc: exact at any stable step, run where
 # SGLD's χ would be ~40 % too large; rmsprop_sgld_warmup: O(ε_i) bias ≈ 1 %; control variates: the
-# minibatch law of tests/test_nn_linear_gaussian.py::test_minibatch_sgld_matches_gaussian).
+# minibatch law of tests/test_nn_linear_gaussian.py::test_minibatch_sgld_matches_gaussian). Draws: enough
+# for the finite-difference test to resolve its response (|FD| > 4 se): rmsprop_sgld_warmup mixes slowest,
+# and at 400 draws its FD of entry 3 was resolved to 3.4 se only (fp32 and bf16, 2026-12-06); 1000 draws
+# give ≈ 3.4·√2.5 ≈ 5.3.
 LAWS = {
-    "sghmc": (dict(method="sghmc", options={"friction": 2.0}), 0.04, 2, 100, None),
-    "rmsprop_sgld_warmup": (dict(method="rmsprop_sgld_warmup"), 1e-3, 6, 500, None),
-    "sgld_control_variate": (dict(control_variate=True), 2e-3, 10, 500, 5),
+    "sghmc": (dict(method="sghmc", options={"friction": 2.0}), 0.04, 2, 100, None, 400),
+    "rmsprop_sgld_warmup": (dict(method="rmsprop_sgld_warmup"), 1e-3, 6, 500, None, 1000),
+    "sgld_control_variate": (dict(control_variate=True), 2e-3, 10, 500, 5, 400),
 }
 
 
@@ -264,10 +267,10 @@ def _oracle_run(case: str, precision: str, seed: int, weights=None):
 
     from spectro.nn import ProbeSet, run_susceptibility
 
-    kw, eps, thin, burn, batch = LAWS[case]
+    kw, eps, thin, burn, batch, draws = LAWS[case]
     model, X, y, w_star = _problem()
     observables, fields, O, F = _specs()
-    cfg = SamplerConfig(**kw, epsilon=eps, gamma=GAMMA, nbeta=NBETA, chains=64, draws=400, steps_per_draw=thin,
+    cfg = SamplerConfig(**kw, epsilon=eps, gamma=GAMMA, nbeta=NBETA, chains=64, draws=draws, steps_per_draw=thin,
                         burn_in=burn, batch_size=batch, seed=seed, n_batches=20, precision=precision,
                         master_dtype=torch.float64 if precision == "fp32" else torch.float32)
     sus = run_susceptibility(model, squared_loss, (X, y), ProbeSet({"train": (X, y)}), observables, fields, cfg,
