@@ -77,7 +77,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*", "report.html"),
     "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
     "nn-stage": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
-    "nn-checkpoint": ("job.json", "done.json", "full_acc.pt", "rank*.pt"),
+    "nn-checkpoint": ("job.json", "snapshot.*", "done.json", "full_acc.pt", "rank*.pt"),  # the last three: before 2026-12
     "stage": ("*",),  # a stage inside a results folder, made by one run (RunFolder.stage)
 }
 #: Kinds whose markers record each file's size and hash (ownership by content).

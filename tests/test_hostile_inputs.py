@@ -491,10 +491,9 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     assert capsys.readouterr().err.strip().splitlines() == [
         f"spectro: interrupted; snapshots are in {ck}; run the same command with --resume to continue"]
     monkeypatch.setattr(driver, "save_snapshot", original)
-    assert (ck / "rank0.pt").is_file() and not (home / ".out2.lock").exists()
+    assert (ck / "snapshot.full").is_file() and not (home / ".out2.lock").exists()
 
-    for name, damage in (("rank0.pt", lambda b: b[: len(b) // 2]), ("job.json", lambda b: b"{"),
-                         ("done.json", lambda b: b"[1, 2")):
+    for name, damage in (("snapshot.full", lambda b: b[: len(b) // 2]), ("job.json", lambda b: b"{")):
         good = (ck / name).read_bytes()
         (ck / name).write_bytes(damage(good))
         user_error(capsys, run2 + ["--resume"], str(ck / name))
@@ -504,7 +503,7 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     (home / "other.json").write_text(json.dumps(other))
     user_error(capsys, ["nn", "run", "--config", str(home / "other.json"), "--out", str(out2), "--no-progress",
                         "--resume"], "different job")
-    assert (ck / "rank0.pt").is_file()  # the other job's snapshots are not deleted
+    assert (ck / "snapshot.full").is_file()  # the other job's snapshots are not deleted
     assert main(run2 + ["--resume"]) == 0
     assert not ck.exists() and (out2 / "chi_l0h1.npz").is_file()
     assert not [p for p in home.iterdir() if p.name.startswith(".")]
