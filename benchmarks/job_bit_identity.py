@@ -4,9 +4,9 @@ Runs the same small jobs (builtin:tiny, a few draws) with ``PYTHONPATH=<tree>`` 
 compares every output exactly: each chi_*.npz array (bytes), the npz header's meta (less wall
 seconds and versions), summary.json (less seconds), the devinterp zarr arrays. Cases: full +
 heads with φ_C (Baker rows) and the devinterp export; heads only without φ_C; φ_C with one head
-and no export; a job SIGKILLed after its first component and resumed (new tree) against an
-uninterrupted run (old tree); a 2-process torchrun (new tree) against the old tree's, and against one
-process (old tree).
+and no export; a job SIGKILLed after its first component and resumed (new tree, in one process
+and under a 2-process torchrun) against an uninterrupted run (old tree, one process); a 2-process
+torchrun (new tree) against the old tree's, and against one process (old tree).
 
     python benchmarks/job_bit_identity.py --old /tmp/old-tree --new . --work runs/identity
 
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 BASE = {
     "system": "nn",
@@ -61,11 +62,18 @@ def _job(tree: Path, config: Path, out: Path, *extra: str, torchrun: bool = Fals
                 str(config)] if torchrun else ["-m", "spectro", "nn", "run", "--config", str(config)]
     cmd = [sys.executable, *launcher, "--out", str(out), "--no-progress", *extra]
     if not wait:
-        return subprocess.Popen(cmd, env=_env(tree), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(cmd, env=_env(tree), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     p = subprocess.run(cmd, env=_env(tree), capture_output=True, text=True, timeout=900)
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     return p
+
+
+def _process(pid: int):
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _strip(obj):
@@ -123,7 +131,8 @@ def main() -> int:
     ap.add_argument("--old", type=Path, required=True)
     ap.add_argument("--new", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--skip", nargs="*", default=[], help="cases to skip: resume, torchrun, or a case name")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="cases to skip: resume, torchrun-resume, torchrun, or a case name")
     args = ap.parse_args()
     old, new, work = args.old.resolve(), args.new.resolve(), args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -158,23 +167,36 @@ def main() -> int:
             _job(tree, path, work / f"case{i}_{tag}", "--no-checkpoint", "--overwrite")
         report(label, work / f"case{i}_old", work / f"case{i}_new")
 
-    if "resume" not in args.skip:  # kill the new tree's job once its first component is finished, then --resume
-        path = config(0, CASES["full+heads, phi_C, devinterp"], draws=250)
-        ref, out = work / "resume_old", work / "resume_new"
-        _job(old, path, ref, "--no-checkpoint", "--overwrite")
+    resume_cfg = config(0, CASES["full+heads, phi_C, devinterp"], draws=250)
+    for torchrun in (False, True):  # kill the new tree's job once its first component is finished, then --resume
+        label = "torchrun-resume" if torchrun else "resume"
+        if label in args.skip:
+            continue
+        ref, out = work / "resume_old", work / f"{label}_new"
+        if not ref.exists():
+            _job(old, resume_cfg, ref, "--no-checkpoint", "--overwrite")
         ck = Path(f"{out}.checkpoint")
-        proc = _job(new, path, out, "--checkpoint-every", "0.05", wait=False)
+        proc = _job(new, resume_cfg, out, "--checkpoint-every", "0.05", wait=False, torchrun=torchrun)
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None and not (ck / "snapshot.l0h1").exists():
             time.sleep(0.02)
         time.sleep(0.3)
         killed = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
+        victims = [proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))]  # torchrun's
+        for pid in victims:  # workers run in sessions of their own
+            os.kill(pid, signal.SIGKILL)
         proc.wait()
+        psutil.wait_procs([p for p in map(_process, victims) if p is not None], timeout=60)
         if not killed:
-            sys.exit("the resume case finished before it was killed; raise its draws")
-        _job(new, path, out, "--checkpoint-every", "0.05", "--resume")
-        report("SIGKILL after the first component, --resume (new) vs uninterrupted (old)", ref, out)
+            sys.exit(f"the {label} case finished before it was killed; raise its draws")
+        import torch
+
+        state = {p.name: "finished" if "finished" in torch.load(p, weights_only=True) else "in progress"
+                 for p in sorted(ck.glob("snapshot.*"))}
+        print(f"{label}: killed with {state}")
+        _job(new, resume_cfg, out, "--checkpoint-every", "0.05", "--resume", torchrun=torchrun)
+        report(f"SIGKILL after the first component, --resume ({'2-process torchrun, ' if torchrun else ''}new) "
+               "vs uninterrupted (1 process, old)", ref, out)
 
     if "torchrun" not in args.skip:
         path = config(0, CASES["full+heads, phi_C, devinterp"])

@@ -56,7 +56,7 @@ __all__ = [
     "MARKER", "JOURNAL", "KINDS", "RESULT_KINDS", "OutputError", "CommitRefused", "KeptFilesWarning",
     "Lock", "locked", "RunFolder", "resolve_target", "read_marker", "write_marker", "check_folder", "claim_folder",
     "owned_files", "owned_entries", "foreign_entries", "blocked_names", "remove_owned", "remove_entry", "make_parents", "remove_empty",
-    "release_folder", "new_stage", "commit_results", "recover", "file_record", "load_result", "read_json_file", "nested",
+    "release_folder", "new_stage", "commit_results", "recover", "file_record", "read_json_file", "nested",
     "run_id", "set_command",
 ]
 
@@ -798,16 +798,3 @@ def locked(*targets: Path, take_over_stale: bool = False) -> Iterator[list[Lock]
         for lock in reversed(locks):
             lock.release()
 
-
-# ============================================================================ results
-def load_result(path: Path, hint: str = ""):
-    """:meth:`spectro.engine.Susceptibility.load`, with any failure (a missing, corrupt, truncated
-    or foreign file) an OutputError naming the file."""
-    from .engine import Susceptibility
-
-    try:
-        return Susceptibility.load(path)
-    except FileNotFoundError:
-        raise OutputError(f"result file {path} is missing{hint}") from None
-    except Exception as e:  # noqa: BLE001 - numpy/zipfile/json raise many types for a bad file
-        raise OutputError(f"result file {path} is not a readable spectro result ({_short(e)}){hint}") from None
