@@ -15,7 +15,7 @@ The rule, shared by every command that writes (``ising chi --checkpoint``, ``isi
 * **Work folders** (kinds ``"nn-checkpoint"``, ``"nn-stage"``: snapshots and the stage a job
   assembles its results in) list the names spectro writes there; spectro removes those names.
 * **Single-file snapshots** (``ising chi --checkpoint FILE``, ``OUT/checkpoint.pt``, a job's
-  ``rank<r>.pt``) are ``torch.save`` archives of a dict with a ``format`` header, loaded with
+  ``snapshot.<component>``) are ``torch.save`` archives of a dict with a ``format`` header, loaded with
   ``weights_only=True``: reading one never runs code from the file (:mod:`spectro.engine.snapshots`).
 * A path given as ``--out`` / ``--checkpoint`` is resolved first (symbolic links, ``..``): the
   folder it names is what is checked, locked and written (a symlink stays a symlink). One that
