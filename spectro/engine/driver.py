@@ -204,7 +204,7 @@ def measure_components(
 
         acc, run_meta, result, timing[f"{key}_s"] = _one_run(
             system, run_i, key, None if name is None else estimate, on_result, keep_acc=is_full and baker,
-            checkpoint=_sub(checkpoint, key), world=world, progress=progress)
+            checkpoint=checkpoint and checkpoint.for_run(key), world=world, progress=progress)
         if is_full:
             full_acc, full_meta, full_fields = acc, run_meta, list(system.fields)
         if result is not None:
@@ -279,10 +279,6 @@ def estimator_record(system: System, run: RunConfig, **extra: Any) -> EstimatorI
     (``extra``: e.g. the component name)."""
     info = system.estimator()
     return replace(info, run={**info.run, **asdict(run), "burn_in": run.burn_in_steps, **extra})
-
-
-def _sub(checkpoint: Checkpointing | None, name: str) -> Checkpointing | None:
-    return None if checkpoint is None else checkpoint.for_run(name)
 
 
 def sample_moments(
