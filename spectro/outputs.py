@@ -15,7 +15,7 @@ The rule, shared by every command that writes (``ising chi --checkpoint``, ``isi
 * **Work folders** (kinds ``"nn-checkpoint"``, ``"nn-stage"``: snapshots and the stage a job
   assembles its results in) list the names spectro writes there; spectro removes those names.
 * **Single-file snapshots** (``ising chi --checkpoint FILE``, ``OUT/checkpoint.pt``, a job's
-  ``rank<r>.pt``) are ``torch.save`` archives of a dict with a ``format`` header, loaded with
+  ``snapshot.<component>``) are ``torch.save`` archives of a dict with a ``format`` header, loaded with
   ``weights_only=True``: reading one never runs code from the file (:mod:`spectro.engine.snapshots`).
 * A path given as ``--out`` / ``--checkpoint`` is resolved first (symbolic links, ``..``): the
   folder it names is what is checked, locked and written (a symlink stays a symlink). One that
@@ -56,7 +56,7 @@ __all__ = [
     "MARKER", "JOURNAL", "KINDS", "RESULT_KINDS", "OutputError", "CommitRefused", "KeptFilesWarning",
     "Lock", "locked", "RunFolder", "resolve_target", "read_marker", "write_marker", "check_folder", "claim_folder",
     "owned_files", "owned_entries", "foreign_entries", "blocked_names", "remove_owned", "remove_entry", "make_parents", "remove_empty",
-    "release_folder", "new_stage", "commit_results", "recover", "file_record", "load_result", "read_json_file", "nested",
+    "release_folder", "new_stage", "commit_results", "recover", "file_record", "read_json_file", "nested",
     "run_id", "set_command",
 ]
 
@@ -77,7 +77,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "ising-map": ("config.json", "summary.json", "chi_map.npz", "chi_map.json", "chi_map.png", "exact_check.json", "checkpoint.pt", "checkpoint.pt.rank*", "report.html"),
     "nn-run": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
     "nn-stage": ("config.json", "chi_*.npz", "summary.json", "traces.png", "devinterp", "report.html"),
-    "nn-checkpoint": ("job.json", "done.json", "full_acc.pt", "rank*.pt"),
+    "nn-checkpoint": ("job.json", "snapshot.*", "done.json", "full_acc.pt", "rank*.pt"),  # the last three: before 2026-12
     "stage": ("*",),  # a stage inside a results folder, made by one run (RunFolder.stage)
 }
 #: Kinds whose markers record each file's size and hash (ownership by content).
@@ -798,16 +798,3 @@ def locked(*targets: Path, take_over_stale: bool = False) -> Iterator[list[Lock]
         for lock in reversed(locks):
             lock.release()
 
-
-# ============================================================================ results
-def load_result(path: Path, hint: str = ""):
-    """:meth:`spectro.engine.Susceptibility.load`, with any failure (a missing, corrupt, truncated
-    or foreign file) an OutputError naming the file."""
-    from .engine import Susceptibility
-
-    try:
-        return Susceptibility.load(path)
-    except FileNotFoundError:
-        raise OutputError(f"result file {path} is missing{hint}") from None
-    except Exception as e:  # noqa: BLE001 - numpy/zipfile/json raise many types for a bad file
-        raise OutputError(f"result file {path} is not a readable spectro result ({_short(e)}){hint}") from None

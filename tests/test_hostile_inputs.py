@@ -36,7 +36,7 @@ from spectro.engine.snapshots import load_snapshot, save_snapshot
 from spectro.jobs.cli import main
 from spectro.jobs.builtin import builtin_checkpoint
 from spectro.jobs.nn_job import ConfigError, JobConfig
-from spectro.outputs import Lock, OutputError, load_result
+from spectro.outputs import Lock, OutputError
 
 REPO = Path(__file__).resolve().parents[1]
 W8 = ["--height", "8", "--width", "8"]
@@ -282,15 +282,12 @@ def test_result_files_follow_the_umask(home):
     assert (home / "r.txt").stat().st_mode & 0o777 == 0o644
 
 
-def test_snapshot_and_result_readers_name_the_bad_file(home):
+def test_snapshot_reader_names_the_bad_file(home):
     save_snapshot(home / "ok.pt", "k", {"a": np.arange(3, dtype=np.uint64), "b": [1, (2, 3)], "t": torch.ones(2)})
     back = load_snapshot(home / "ok.pt", "k")
     assert back["a"].dtype == np.uint64 and back["a"].tolist() == [0, 1, 2] and back["b"] == [1, (2, 3)]
     with pytest.raises(OutputError, match="ok.pt is not a spectro other snapshot"):
         load_snapshot(home / "ok.pt", "other")
-    (home / "junk.npz").write_bytes(b"PK\x03\x04junk")
-    with pytest.raises(OutputError, match="junk.npz is not a readable spectro result"):
-        load_result(home / "junk.npz")
 
 
 def test_warnings_are_one_line_and_debug_shows_the_traceback(home, capsys, monkeypatch):
@@ -491,10 +488,9 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     assert capsys.readouterr().err.strip().splitlines() == [
         f"spectro: interrupted; snapshots are in {ck}; run the same command with --resume to continue"]
     monkeypatch.setattr(driver, "save_snapshot", original)
-    assert (ck / "rank0.pt").is_file() and not (home / ".out2.lock").exists()
+    assert (ck / "snapshot.full").is_file() and not (home / ".out2.lock").exists()
 
-    for name, damage in (("rank0.pt", lambda b: b[: len(b) // 2]), ("job.json", lambda b: b"{"),
-                         ("done.json", lambda b: b"[1, 2")):
+    for name, damage in (("snapshot.full", lambda b: b[: len(b) // 2]), ("job.json", lambda b: b"{")):
         good = (ck / name).read_bytes()
         (ck / name).write_bytes(damage(good))
         user_error(capsys, run2 + ["--resume"], str(ck / name))
@@ -504,7 +500,7 @@ def test_nn_overwrite_keeps_user_files_and_snapshot_damage_is_one_line(ckpt, hom
     (home / "other.json").write_text(json.dumps(other))
     user_error(capsys, ["nn", "run", "--config", str(home / "other.json"), "--out", str(out2), "--no-progress",
                         "--resume"], "different job")
-    assert (ck / "rank0.pt").is_file()  # the other job's snapshots are not deleted
+    assert (ck / "snapshot.full").is_file()  # the other job's snapshots are not deleted
     assert main(run2 + ["--resume"]) == 0
     assert not ck.exists() and (out2 / "chi_l0h1.npz").is_file()
     assert not [p for p in home.iterdir() if p.name.startswith(".")]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from spectro.engine import Checkpointing, RunConfig, SystemBase, chain_seed, measure
+from spectro.engine import Checkpointing, RunConfig, SystemBase, chain_seed, measure, measure_components
 from spectro.engine.distributed import current_world
 
 COV = torch.tensor([[2.0, 0.6, 0.3, 0.0], [0.6, 1.0, -0.4, 0.2], [0.3, -0.4, 1.5, 0.5], [0.0, 0.2, 0.5, 1.0]],
@@ -82,6 +82,48 @@ def test_killed_run_resumes_bit_for_bit(tmp_path):
     resumed = measure(GaussianAR(4, 7), RUN, checkpoint=Checkpointing(ck.path, 0.0, resume=True), progress=False)
     for key in ("chi", "stderr", "ess", "rhat", "dof"):
         np.testing.assert_array_equal(getattr(resumed, key), getattr(reference, key))
+
+
+def _systems(stop_after: int | None = None, built: list | None = None):
+    """A full system and components "a", "b" (other seeds) as factories; "b" is killed after ``stop_after`` draws."""
+    def factory(seed: int, stop: int | None = None):
+        def build() -> GaussianAR:
+            if built is not None:
+                built.append(seed)
+            return GaussianAR(4, seed, stop_after=stop)
+        return build
+    return factory(1), {"a": factory(2), "b": factory(3, stop_after)}
+
+
+def test_killed_component_run_resumes_bit_for_bit_from_small_finished_records(tmp_path):
+    reference = measure_components(*_systems(), RUN, full_name="full", progress=False)
+    ck, seen, built = Checkpointing(tmp_path / "snap", every_seconds=0.0), [], []
+    with pytest.raises(KeyboardInterrupt):  # killed inside "b", after 50 of its 100 draws were snapshotted
+        measure_components(*_systems(stop_after=60, built=built), RUN, full_name="full", checkpoint=ck, progress=False,
+                           on_result=lambda name, result, sampled: seen.append(name))
+    assert seen == ["full", "a"] and built == [1, 2, 3]  # each system built when its run starts
+    finished = {name: torch.load(tmp_path / f"snap.{name}", weights_only=True) for name in ("full", "a", "b")}
+    assert "finished" in finished["full"] and "finished" in finished["a"] and "finished" not in finished["b"]
+    assert finished["a"]["accumulator"] is None and "system" not in finished["a"]  # a result, no chain state
+    assert finished["full"]["accumulator"] is not None  # Baker's estimator of the next runs needs it
+    resumed = measure_components(*_systems(), RUN, full_name="full", checkpoint=Checkpointing(ck.path, 0.0, resume=True),
+                                 progress=False, on_result=lambda name, result, sampled: seen.append(name))
+    assert seen == ["full", "a", "b"]  # finished runs are read back, not sampled
+    assert list(resumed) == ["full", "a", "b"] and resumed["a"].estimator.kind == "baker2025"
+    for name in resumed:
+        for key in ("chi", "stderr", "stderr_chains", "ess", "rhat", "dof"):
+            np.testing.assert_array_equal(getattr(resumed[name], key), getattr(reference[name], key))
+
+
+def test_components_without_bakers_rows_are_plain_runs():
+    _, comps = _systems()
+    out = measure_components(None, comps, RUN, rows=[], progress=False)
+    for name, seed in (("a", 2), ("b", 3)):
+        alone = measure(GaussianAR(4, seed), RUN, progress=False)
+        np.testing.assert_array_equal(out[name].chi, alone.chi)
+        np.testing.assert_array_equal(out[name].stderr, alone.stderr)
+    with pytest.raises(ValueError, match="needs the full system"):
+        measure_components(None, comps, RUN, progress=False)
 
 
 def _rank(rank: int, port: int, out: str) -> None:  # one torchrun process

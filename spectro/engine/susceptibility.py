@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -325,7 +326,12 @@ class Susceptibility:
         ``estimator`` (:meth:`EstimatorInfo.to_dict`, or null). Formats /2 (no axes, estimator)
         and /1 (no dof, flags either) still load, with axes derived from the names.
         """
-        path = Path(path)
+        with atomic_path(Path(path), suffix=".npz") as tmp:
+            np.savez(tmp, **self.to_arrays())
+        return Path(path)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the :meth:`save` format by name (what the ``.npz`` holds)."""
         axes = (_axis("observable", self.observable_axis, self.observables), _axis("field", self.field_axis, self.fields))
         header = {
             "format": FORMAT,
@@ -340,15 +346,34 @@ class Susceptibility:
                   if getattr(self, name) is not None}
         for ax in axes:
             arrays.update({f"{ax.name}_axis.{key}": col for key, col in ax.columns.items()})
-        with atomic_path(path, suffix=".npz") as tmp:
-            np.savez(
-                tmp,
-                observables=np.asarray(self.observables, dtype=str),
-                fields=np.asarray(self.fields, dtype=str),
-                header=np.asarray(json.dumps(header, default=str)),
-                **arrays,
-            )
-        return path
+        return {"observables": np.asarray(self.observables, dtype=str), "fields": np.asarray(self.fields, dtype=str),
+                "header": np.asarray(json.dumps(header, default=str)), **arrays}
+
+    @classmethod
+    def from_arrays(cls, z: Mapping[str, np.ndarray]) -> "Susceptibility":
+        """Inverse of :meth:`to_arrays` (exact); a missing or malformed entry raises."""
+        header = json.loads(str(z["header"]))
+        fmt = header.get("format") if isinstance(header, dict) else None
+        if fmt not in _READABLE:
+            raise ValueError(f"format {fmt!r}")
+        names = set(z.keys())
+        observables, fields = [str(x) for x in z["observables"]], [str(x) for x in z["fields"]]
+        axes = header.get("axes", {})
+        estimator = header.get("estimator")
+        return cls(
+            **{name: z[name] for name in cls._ARRAYS},
+            **{name: z[name] for name in ("dof", "flags", "noise") if name in names},
+            observables=observables,
+            fields=fields,
+            observable_axis=Axis("observable", tuple(observables),
+                                 {c: z[f"observable_axis.{c}"] for c in axes.get("observable", [])}),
+            field_axis=Axis("field", tuple(fields), {c: z[f"field_axis.{c}"] for c in axes.get("field", [])}),
+            estimator=EstimatorInfo.from_dict(estimator) if estimator is not None else None,
+            scale=float(header["scale"]),
+            n_chains=int(header["n_chains"]),
+            n_draws=int(header["n_draws"]),
+            meta=header["meta"],
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> "Susceptibility":
@@ -356,29 +381,7 @@ class Susceptibility:
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as z:
-                header = json.loads(str(z["header"]))
-                fmt = header.get("format") if isinstance(header, dict) else None
-                if fmt not in _READABLE:
-                    raise ValueError(f"format {fmt!r}")
-                arrays = {name: z[name] for name in cls._ARRAYS}
-                extra = {name: z[name] for name in ("dof", "flags", "noise") if name in z.files}
-                observables, fields = [str(x) for x in z["observables"]], [str(x) for x in z["fields"]]
-                axes = header.get("axes", {})
-                estimator = header.get("estimator")
-                return cls(
-                    **arrays,
-                    **extra,
-                    observables=observables,
-                    fields=fields,
-                    observable_axis=Axis("observable", tuple(observables),
-                                         {c: z[f"observable_axis.{c}"] for c in axes.get("observable", [])}),
-                    field_axis=Axis("field", tuple(fields), {c: z[f"field_axis.{c}"] for c in axes.get("field", [])}),
-                    estimator=EstimatorInfo.from_dict(estimator) if estimator is not None else None,
-                    scale=float(header["scale"]),
-                    n_chains=int(header["n_chains"]),
-                    n_draws=int(header["n_draws"]),
-                    meta=header["meta"],
-                )
+                return cls.from_arrays(z)
         except FileNotFoundError:
             raise
         except Exception as exc:  # zip, JSON, key or shape errors: one message naming the file

@@ -1,5 +1,5 @@
 """Run an NN susceptibility job: sample every component through the measurement driver
-(:func:`spectro.engine.driver.sample_moments` on a :class:`~spectro.nn.system.PosteriorSystem`),
+(:func:`spectro.engine.driver.measure_components` on :class:`~spectro.nn.system.PosteriorSystem`s),
 estimate, and write the results folder atomically. Config schema and results folder:
 :mod:`spectro.jobs.nn_config`. Usage::
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .nn_config import _BASE, _SAMPLER_KEYS, DEMO_CONFIG, ConfigError, JobConfig
-from .nn_prepare import _Prepared, _prepare, _series_points
+from .nn_prepare import _Prepared, _prepare
 
 if TYPE_CHECKING:
     from .resume import JobCheckpointing
@@ -116,7 +116,7 @@ def run_job(config: "JobConfig | dict | str | os.PathLike", out_dir: str | os.Pa
                     failure = e
             if any_rank(failure is not None, world, _rank_device(device, world)):
                 raise failure if failure is not None else ConfigError("the output folder is not usable (process 0 says why)")
-            _run_in_stage(prep, out, parent, checkpoint, progress, log, t_start, world, created_parents, created_out)
+            _run_in_stage(prep, out, parent, checkpoint, progress, t_start, world, created_parents, created_out)
         finally:
             torch.set_num_threads(threads)
     return out
@@ -209,7 +209,7 @@ def _new_stage(out: Path) -> Path:
     return new_stage(out.parent, f".{out.name}.tmp-", STAGE_KIND)
 
 
-def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress: bool, log, t_start: float, world,
+def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress: bool, t_start: float, world,
                   created_parents: list[Path], created_out: bool = False) -> None:
     """Sample and write into the stage, then move it into ``out``; clean up after a failure.
 
@@ -229,18 +229,14 @@ def _run_in_stage(prep: _Prepared, out: Path, parent: Path, checkpoint, progress
             fingerprint = {"config": _resolved_config(prep), "processes": world.size}
             state = JobState(checkpoint, fingerprint, stage, world)
             try:
-                done = state.start()
+                state.start()
             except ValueError as e:
                 raise ConfigError(str(e)) from None
             started = True
-            if done:
-                log(f"resuming from {checkpoint.folder}: {len(done)} of {len(prep.components)} components done")
-        else:
-            done = {}
-            if world.is_main:
-                stage = _new_stage(out)
-                started = True
-        _run(prep, stage, progress, log, t_start, world, state, done)
+        elif world.is_main:
+            stage = _new_stage(out)
+            started = True
+        _run(prep, stage, progress, t_start, world, None if state is None else state.checkpointing())
         if world.is_main:
             _install_results(prep, stage, out)
         if state is not None:
@@ -302,12 +298,13 @@ def _check_export_size(prep: _Prepared) -> None:
                           f"{len(prep.components)} components); raise export.max_mb, lower the sizes, or set export.devinterp false")
 
 
-def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: float, world, state, done: dict) -> None:
-    """Sample every component, estimate, and (process 0) write the results into ``stage``."""
+def _run(prep: _Prepared, stage: Path | None, progress: bool, t_start: float, world, checkpoint) -> None:
+    """Sample every component through the driver (:func:`spectro.engine.driver.measure_components`:
+    Baker's estimator on the ``component_loss`` rows, −Cov on the rest), estimate, and (process 0)
+    write the results into ``stage``; ``checkpoint``: the driver's snapshots (resume)."""
     from ..analysis.traces import plot_traces
-    from ..engine import MomentAccumulator, component_susceptibility_estimate, estimate_susceptibility
     from ..engine.distributed import chain_block
-    from ..engine.driver import estimator_record, sample_moments
+    from ..engine.driver import measure_components
     from ..io import write_json
     from ..models import next_token_loss
     from ..nn.observables import MeanLoss, mean_loss
@@ -344,59 +341,26 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
     if cfg.export.devinterp and main:
         train_token_loss = ref_post.losses_at_w_star(prep.train).mean(dim=0).double().cpu().numpy()  # [T]
         (stage / "devinterp").mkdir(exist_ok=True)
+    started: dict[str, float] = {}
 
-    results: dict[str, Any] = {}
-    summaries: dict[str, Any] = dict(done)
-    full_acc = None
-    if done and main:
-        from ..outputs import load_result
+    def system(name: str, restriction):
+        def build() -> PosteriorSystem:  # called by the driver when the component's run starts
+            started[name] = time.perf_counter()
+            run_s = s_dev if restriction is None else replace(s_dev, seed=run_seed(s.seed, name))  # independent streams
+            return PosteriorSystem(prep.model, next_token_loss, prep.train, run_s, prep.probe, observables, prep.fields,
+                                   restriction=restriction, name=name, names=(obs_names, field_names, n_pos),
+                                   record=cfg.export.devinterp)
+        return build
 
-        hint = f"; remove {stage} and {state.folder}, or run without --resume, to start afresh"
-        results = {name: load_result(stage / f"chi_{name}.npz", hint) for name in done}
-        if any(prep.components[name] is None for name in done):
-            full_acc = MomentAccumulator(s.chains, len(obs_names), len(field_names), s.draws,
-                                         n_batches=_series_points(s, len(obs_names), len(field_names)), device=dev)
-            full_acc.load_state_dict(state.load_full_acc())
-    ck = None if state is None else state.checkpointing()
-    for name, restriction in prep.components.items():
-        if name in done:
-            continue
-        t0 = time.perf_counter()
-        run_s = s_dev if restriction is None else replace(s_dev, seed=run_seed(s.seed, name))  # independent streams
-        system = PosteriorSystem(prep.model, next_token_loss, prep.train, run_s, prep.probe, observables, prep.fields,
-                                 restriction=restriction, name=name, names=(obs_names, field_names, n_pos),
-                                 record=cfg.export.devinterp)
-        sampled = sample_moments(system, run_config(s), checkpoint=ck, world=world, progress=progress, desc=f"{name:>6}")
-        acc = sampled.accumulator
+    def on_result(name: str, result, sampled) -> None:  # every process (the gathers), then process 0 writes
         res = sampled.system.result(sampled.gather)
         record = sampled.system.recorded(sampled.gather) if cfg.export.devinterp else None
-        seconds = time.perf_counter() - t0
-        if restriction is None:
-            full_acc = acc
         if not main:
-            continue
-        meta = {
-            "component": name,
-            "job": cfg.name,
-            "sampling": res.summary(),
-            "loss_trace": res.loss_trace.tolist(),
-            "phi_reference_loss": base_ref,
-            "seconds": seconds,
-            "processes": world.size,
-            "versions": versions,
-        }
-        obs_axis, field_axis = system.axes()
-        estimator = estimator_record(system, run_config(s), component=name)
-        axes = dict(observable_axis=obs_axis, field_axis=field_axis, estimator=estimator)
-        phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"] if restriction is not None else []
-        if phi_rows:  # Baker et al.'s estimator for φ_C, −Cov for the other observables (typed per row)
-            result = component_susceptibility_estimate(acc, full_acc, obs_names, field_names, rows=phi_rows, **axes)
-        else:
-            result = estimate_susceptibility(acc, -1.0, obs_names, field_names, **axes)
-        result.meta = meta
+            return
+        result.meta = {"component": name, "job": cfg.name, "sampling": res.summary(), "loss_trace": res.loss_trace.tolist(),
+                       "phi_reference_loss": base_ref, "seconds": time.perf_counter() - started[name],
+                       "processes": world.size, "versions": versions}
         result.save(stage / f"chi_{name}.npz")
-        results[name] = result
-        summaries[name] = _component_summary(result, res, prep, seconds)
         if cfg.export.devinterp:
             from .export import write_samples
 
@@ -404,12 +368,20 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
                           input_ids=prep.input_ids, init_token_loss=train_token_loss, loss_trace=res.loss_trace,
                           sampler=s, nbeta=res.nbeta, n_train=int(prep.train.shape[0]), component=name,
                           restriction_free=res.n_free, sampling_task=_BASE)
-        del record
-        if state is not None:
-            state.record_done(summaries, full_acc.state_dict() if restriction is None else None)
+
+    phi_rows = [i for i, kind in enumerate(obs_rows) if kind == "component_loss"]
+    heads = {name: system(name, r) for name, r in prep.components.items() if r is not None}
+    common = dict(checkpoint=checkpoint, world=world, progress=progress, on_result=on_result)
+    if phi_rows and heads:  # Baker's estimator for φ_C: the full run first (_prepare added it)
+        results = measure_components(system("full", None), heads, run_config(s), rows=phi_rows, full_name="full",
+                                     **common)
+    else:
+        results = measure_components(None, {name: system(name, r) for name, r in prep.components.items()},
+                                     run_config(s), rows=[], **common)
     if not main:
         return
 
+    results = {name: results[name] for name in prep.components}  # config order
     restricted = {n: r for n, r in results.items() if prep.components[n] is not None} or results
     per_token = any(f.startswith("tok:") for f in next(iter(restricted.values())).fields)
     if cfg.export.devinterp and "phi_C" in obs_names and per_token:  # SusceptibilitiesV2 is a per-token layout
@@ -417,8 +389,7 @@ def _run(prep: _Prepared, stage: Path | None, progress: bool, log, t_start: floa
 
         write_susceptibilities(stage / "devinterp" / "susceptibilities.zarr", restricted, prep.input_ids,
                                observable="phi_C")
-    results = {name: results[name] for name in prep.components}  # config order, resumed or not
-    summaries = {name: summaries[name] for name in prep.components}
+    summaries = {name: _component_summary(result, prep) for name, result in results.items()}
     plot_traces(results, stage / "traces.png", domains=prep.domains,
                 title=f"{cfg.name or 'spectro nn job'}: {cfg.model.checkpoint if cfg.model.checkpoint.startswith('builtin:') else prep.checkpoint}")
     summary = {
@@ -461,7 +432,9 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _component_summary(result, res, prep: _Prepared, seconds: float) -> dict:
+def _component_summary(result, prep: _Prepared) -> dict:
+    """The summary.json entry of a component, from its result (``meta["sampling"]``: the sampler's summary)."""
+    res, seconds = result.meta["sampling"], result.meta["seconds"]
     domains = {}
     row = 0  # per-domain table on the first observable (phi_C when present)
     for d in prep.domains:
@@ -474,15 +447,15 @@ def _component_summary(result, res, prep: _Prepared, seconds: float) -> dict:
                           "reliable": e["reliable"], "why": e["why"]}
     with np.errstate(invalid="ignore"):
         return {
-            "n_free": res.n_free,
-            "llc": _finite_or_none(res.llc),
-            "llc_stderr": _finite_or_none(res.llc_stderr),
-            "llc_dof": _finite_or_none(res.llc_dof),
-            "llc_ess_bulk": _finite_or_none(res.llc_ess_bulk),
-            "llc_ess_tail": _finite_or_none(res.llc_ess_tail),
-            "llc_per_chain": [float(x) for x in res.llc_per_chain],
-            "loss_trace_rhat": _finite_or_none(res.llc_rhat),
-            "init_loss": res.init_loss,
+            "n_free": res["n_free"],
+            "llc": _finite_or_none(res["llc"]),
+            "llc_stderr": _finite_or_none(res["llc_stderr"]),
+            "llc_dof": _finite_or_none(res["llc_dof"]),
+            "llc_ess_bulk": _finite_or_none(res["llc_ess_bulk"]),
+            "llc_ess_tail": _finite_or_none(res["llc_ess_tail"]),
+            "llc_per_chain": [float(x) for x in res["llc_per_chain"]],
+            "loss_trace_rhat": _finite_or_none(res["llc_rhat"]),
+            "init_loss": res["init_loss"],
             "chi_min_ess": _finite_or_none(np.nanmin(result.ess)) if np.isfinite(result.ess).any() else None,
             "chi_max_rhat": _finite_or_none(np.nanmax(result.rhat)) if np.isfinite(result.rhat).any() else None,
             "chi_median_ess": _finite_or_none(np.nanmedian(result.ess)) if np.isfinite(result.ess).any() else None,

@@ -8,24 +8,24 @@ checkpointing on, it keeps two folders beside the results folder ``OUT``:
 * the *checkpoint folder* (default ``OUT.checkpoint/``)::
 
       .spectro-run.json  the marker that makes it spectro's (spectro.outputs)
-      job.json         fingerprint of the job (resolved config, process count) and the stage path
-      done.json        completed components with their summaries (written atomically)
-      full_acc.pt      the full-model run's merged moment accumulator (Baker's estimator needs it)
-      rank<r>.pt       process r's snapshot of the component in progress, written by the
-                       measurement driver (:mod:`spectro.engine.driver`): sampler state
-                       (weights, RMSProp state, RNG states, minibatch position, loss trace,
-                       devinterp record so far), its moment accumulator and position
+      job.json           fingerprint of the job (resolved config, process count) and the stage path
+      snapshot.<name>    the measurement driver's file of component ``name``
+                         (:func:`spectro.engine.driver.measure_components`; ``.rank<r>`` for
+                         process r > 0): while it runs, a snapshot (sampler state: weights,
+                         RMSProp state, RNG states, minibatch position, loss trace, devinterp
+                         record so far; its moment accumulator and position); once it is done,
+                         a small finished record (its χ; for the full run its accumulator, which
+                         Baker's estimator needs)
 
 A snapshot is taken after a draw once ``every_seconds`` have passed since the last one. Its
 timing does not touch the arithmetic: the resumed chains continue from the exact state of that
 draw, so ``--resume`` gives the numbers of an uninterrupted run bit for bit (tested by SIGKILLing
-a real subprocess). A snapshot, ``done.json`` and ``full_acc.pt`` are each written to a
-temporary file and renamed, so a kill at any moment leaves either the old or the new file.
-Snapshots are read with ``torch.load(weights_only=True)`` (:func:`spectro.engine.snapshots.load_snapshot`):
-a snapshot folder cannot make spectro run code. Only spectro's own files are ever removed from
-it, and a folder that is not spectro's is refused. Under torchrun every process writes its own
-``rank<r>.pt``; process 0 writes the rest. The
-folder must then be on a file system all processes see (as the results folder must).
+a real subprocess). Every file is written to a temporary file and renamed, so a kill at any
+moment leaves either the old or the new file. Snapshots are read with
+``torch.load(weights_only=True)`` (:func:`spectro.engine.snapshots.load_snapshot`): a snapshot
+folder cannot make spectro run code. Only spectro's own files are ever removed from it, and a
+folder that is not spectro's is refused. The folder must be on a file system all processes of a
+torchrun launch see (as the results folder must).
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ from typing import Any
 from ..engine.distributed import World
 from ..engine.driver import Checkpointing
 from ..io import write_json
-from ..engine.snapshots import load_snapshot, save_snapshot
-from ..outputs import (KINDS, OutputError, claim_folder, owned_entries, read_json_file, read_marker, remove_entry,
-                       remove_owned)
+from ..outputs import KINDS, OutputError, claim_folder, owned_entries, read_json_file, read_marker, remove_entry, remove_owned
 
 __all__ = ["JobCheckpointing", "JobState", "CHECKPOINT_KIND", "RESULTS_KIND", "RESULTS_FILES", "STAGE_KIND"]
 
@@ -100,37 +98,21 @@ class JobState:
         self.stage = Path(stage)
         self.world = world
 
-    # ------------------------------------------------------------------ files
     @property
     def _job_file(self) -> Path:
         return self.folder / "job.json"
 
-    @property
-    def _done_file(self) -> Path:
-        return self.folder / "done.json"
-
-    @property
-    def _full_acc_file(self) -> Path:
-        return self.folder / "full_acc.pt"
-
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> dict[str, dict]:
-        """Open the folder; return the completed components (name → summary), empty for a fresh start.
+    def start(self) -> None:
+        """Open the folder (the driver resumes from the snapshots there, if any).
 
         Process 0 checks the fingerprint of an existing folder (``resume``) or clears spectro's
         files from it and from the stage (fresh start), then all processes meet at a barrier.
-        A folder that is not spectro's, or whose ``job.json``/``done.json`` is corrupt, is an
+        A folder that is not spectro's, or whose ``job.json`` is corrupt, is an
         :class:`~spectro.outputs.OutputError` naming it.
         """
-        if self.world.is_main:
-            if not self._resumable():
-                self._fresh_start()
+        if self.world.is_main and not self._resumable():
+            self._fresh_start()
         _barrier(self.world)
-        done = read_json_file(self._done_file, "snapshot file")
-        if not isinstance(done, dict):
-            raise OutputError(f"snapshot file {self._done_file} is corrupt (not an object); remove {self.folder} "
-                              "or run without --resume")
-        return done
 
     def _resumable(self) -> bool:
         """Process 0, ``resume``: whether the folder holds snapshots of this very job (else a mismatch raises)."""
@@ -156,7 +138,6 @@ class JobState:
             for p in owned_entries(folder, previous):
                 remove_entry(p)
         write_json(self._job_file, {"format": _FORMAT, "fingerprint": self.fingerprint, "stage": str(self.stage)})
-        write_json(self._done_file, {})
 
     def finish(self) -> None:
         """Remove spectro's files from the checkpoint folder, and the folder itself if spectro made
@@ -165,23 +146,6 @@ class JobState:
         if self.world.is_main:
             remove_owned(self.folder)
 
-    # ------------------------------------------------------------------ completed components
-    def record_done(self, done: dict[str, dict], full_acc_state: dict | None = None) -> None:
-        """Process 0: persist the completed components (after their files are in the stage)."""
-        if not self.world.is_main:
-            return
-        if full_acc_state is not None:
-            save_snapshot(self._full_acc_file, "nn-accumulator", full_acc_state)
-        write_json(self._done_file, done)
-
-    def load_full_acc(self) -> dict | None:
-        if not self._full_acc_file.is_file():
-            return None
-        return load_snapshot(self._full_acc_file, "nn-accumulator")
-
-    # ------------------------------------------------------------------ the component in progress
     def checkpointing(self) -> Checkpointing:
-        """The driver's snapshots of the component in progress: ``rank<r>.pt`` per process; a
-        snapshot of an earlier component (this job's: job.json matched) is replaced."""
-        return Checkpointing(self.folder / "rank{rank}.pt", self.ck.every_seconds, self.ck.resume,
-                             restart_other_runs=True)
+        """The driver's snapshots of the job's runs: ``snapshot.<component>`` (see the module docstring)."""
+        return Checkpointing(self.folder / "snapshot", self.ck.every_seconds, self.ck.resume)

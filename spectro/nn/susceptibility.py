@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -161,8 +162,8 @@ def component_susceptibility(
         sys.observables = ["phi_C"]
         return sys
 
-    full = system(full_config, None, "full")
-    comps = {name: system(replace(config, seed=run_seed(config.seed, name)), r, name)  # independent streams
+    full = partial(system, full_config, None, "full")  # built when its run starts (one model copy at a time)
+    comps = {name: partial(system, replace(config, seed=run_seed(config.seed, name)), r, name)  # independent streams
              for name, r in components.items()}
     setup_s = time.perf_counter() - t0
     full_run = run_config(full_config) if full_config is not config else None
