@@ -7,7 +7,12 @@ the results move in units of their error bars:
 * the top principal components of the per-token χ (components × tokens, columns z-scored as in
   the studies): |cos| between each setting's PC1/PC2 loadings and the centre's, and the PC1
   explained-variance fraction;
-* the LLC of every component: z of the difference.
+* the LLC of every component: z of the difference;
+* the **scale** of each component's per-token χ against the centre's, noise removed:
+  √(Σ(χ² − se²)_setting / Σ(χ² − se²)_centre) over all tokens (the rms-z test above is blind to
+  a common rescaling of many small entries); its ± is a bootstrap over tokens, which treats the
+  tokens as independent and so understates it — the replicate's departure from 1 is the honest
+  yardstick.
 
 Plus the per-setting health of the run (loss-trace R-hat, divergence). Changing γ or nβ changes
 the posterior (the estimand); changing ε should not, so an ε-shift beyond the error bars is bias.
@@ -56,6 +61,18 @@ def read(folder: Path) -> dict:
         tok = [a for a, f in enumerate(sus.fields) if f.startswith("tok:")]
         out[name] = {"dom": (sus.chi[0, dom], sus.stderr[0, dom]), "tok": sus.chi[0, tok], "tok_se": sus.stderr[0, tok],
                      "llc": (comp["llc"], comp["llc_stderr"]), "rhat": comp.get("loss_trace_rhat")}
+    return out
+
+
+def chi_scale(res: dict, centre: dict, rng: np.random.Generator, n_boot: int = 300) -> dict:
+    """Per component: noise-debiased rms of the per-token χ over the centre's, with a bootstrap sd."""
+    out = {}
+    for c in centre:
+        p1 = res[c]["tok"] ** 2 - res[c]["tok_se"] ** 2
+        p0 = centre[c]["tok"] ** 2 - centre[c]["tok_se"] ** 2
+        ratio = lambda i: float(np.sqrt(max(p1[i].sum(), 0.0) / p0[i].sum()))  # noqa: E731
+        boot = [ratio(rng.integers(0, p0.size, p0.size)) for _ in range(n_boot)]
+        out[c] = (ratio(np.arange(p0.size)), float(np.std(boot)))
     return out
 
 
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     centre = read(centre_dir)
     V0, f0 = pcs(centre)
     rows = []
+    rng = np.random.default_rng(0)
     for s in grid[1:]:
         folder = args.out / "jobs" / label(s)
         if not (folder / "summary.json").is_file():
@@ -121,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"setting": s, "dataset_chi_z": zd.tolist(), "dataset_chi_rms_z": float(np.sqrt(np.mean(zd**2))),
                      "dataset_chi_mean_z": float(np.mean(zd)),
                      "llc": {c: res[c]["llc"] for c in res}, "llc_z": zl,
+                     "token_chi_scale": chi_scale(res, centre, rng),
                      "pc_cos_with_centre": [float(abs(V[j] @ V0[j])) for j in range(len(V0))],
                      "pc1_fraction": float(f[0]), "rhat": {c: res[c]["rhat"] for c in res}})
     record = {"command": " ".join([sys.executable, *sys.argv]), "centre": grid[0],
@@ -135,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         if "dataset_chi_rms_z" in r:
             print(label(r["setting"]), f"dataset χ rms z {r['dataset_chi_rms_z']:.2f}",
                   "LLC z " + " ".join(f"{c} {z:+.1f}" for c, z in r["llc_z"].items()),
-                  "PC |cos| " + " ".join(f"{x:.2f}" for x in r["pc_cos_with_centre"]))
+                  "PC |cos| " + " ".join(f"{x:.2f}" for x in r["pc_cos_with_centre"]),
+                  "token χ scale " + " ".join(f"{c} {v:.2f}±{e:.2f}" for c, (v, e) in r["token_chi_scale"].items()))
         else:
             print(label(r["setting"]), "diverged" if r.get("diverged") else "not run")
     return 0
