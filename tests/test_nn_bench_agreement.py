@@ -85,6 +85,36 @@ def test_vmap_loop_workers_and_memo_are_the_same_arithmetic(shared):
     assert all("forward" not in m.__dict__ for m in model.modules())
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_memo_keeps_the_probes_cached_when_the_minibatches_never_repeat(monkeypatch, workers):
+    """Independent chains: the training step's frozen layer 0 misses 4 × 9 times (its minibatches never
+    repeat), which must switch off its cache for the step only: on the probes, evaluated on every
+    draw with the same inputs, layer 0 (frozen for a layer-1 head) is computed once at w* and once per
+    worker, and layer 1 (free) on every draw of every chain. (The memo used to switch a module off
+    for every context after 8 misses in any, so layer 0 ran on the probes on every draw too.)"""
+    from transformers.models.gpt2 import modeling_gpt2
+
+    calls = []
+    forward = modeling_gpt2.GPT2Block.forward
+
+    def counting(self, *args, **kwargs):
+        if not torch.is_grad_enabled():  # probe evaluations (the training step runs with grad)
+            calls.append(self.attn.layer_idx)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_gpt2.GPT2Block, "forward", counting)
+    model = _gpt2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        restr = Restriction.from_devinterp(model, "l1h0")
+    cfg = SamplerConfig(chains=4, draws=6, burn_in=3, batch_size=8, nbeta=20.0, gamma=200.0, epsilon=1e-3, seed=3)
+    post = LocalizedPosterior(model, lm_loss, _ids(64, 0), cfg, restr, shared_batches=False, chain_mode="loop",
+                              memoize_frozen=True, workers=workers)
+    _record(post, ProbeSet({"base": _ids(6, 1), "p": _ids(5, 2)}))
+    assert calls.count(1) == 1 + cfg.draws * cfg.chains  # the free layer: at w*, then every chain on every draw
+    assert calls.count(0) == 1 + workers
+
+
 def test_memo_recomputes_on_new_or_modified_inputs():
     calls = []
 

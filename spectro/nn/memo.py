@@ -5,7 +5,9 @@ it is called again with equal inputs (compared exactly: identical tensors or ``t
 unchanged version counters). With minibatches shared across chains the frozen prefix of the
 network (for a layer-1 head: embeddings and all of layer 0) is computed once per step for all
 chains of a worker, and on the fixed probe samples once per *run*. Modules that never repeat
-switch themselves off after a few misses. The result is bit-for-bit what recomputation gives.
+switch themselves off after a few misses, per context: with independent minibatches the training
+step never repeats and stops being cached, while the probes, evaluated on every draw, still are.
+The result is bit-for-bit what recomputation gives.
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class _FrozenMemo:
     One entry per (module, context); the caller sets ``context`` (e.g. ``("step",)`` or
     ``("eval", N, start, stop)``) so that the minibatch and each probe chunk keep their own
     entries. Calls whose inputs require grad are passed through. A module that has missed
-    ``max_misses`` times without a single hit switches itself off.
+    ``max_misses`` times in one context without a single hit there stops caching in that context
+    (only: a minibatch step that never repeats must not switch off the probes' cache).
     """
 
     def __init__(self, root: nn.Module, free_ids: set[int], max_misses: int = 8):
@@ -107,26 +110,26 @@ class _FrozenMemo:
 
     def _wrap(self, name: str, mod: nn.Module, max_misses: int) -> None:
         original = mod.forward
-        state = {"hits": 0, "misses": 0, "off": False}
+        state: dict[tuple, list[int]] = {}  # context -> [hits, misses]; off = misses >= max_misses without a hit
         memo = self
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             ctx = memo.context
-            if ctx is None or state["off"] or any(t.requires_grad for t in _tensors_in((args, kwargs))):
+            counts = state.setdefault(ctx, [0, 0]) if ctx is not None else None
+            if (counts is None or (counts[0] == 0 and counts[1] >= max_misses)
+                    or any(t.requires_grad for t in _tensors_in((args, kwargs)))):
                 return original(*args, **kwargs)
             key = (name, ctx)
             entry = memo.entries.get(key)
             if entry is not None and entry.matches(args, kwargs):
-                state["hits"] += 1
+                counts[0] += 1
                 memo.hits += 1
                 return entry.out
             out = original(*args, **kwargs)
-            state["misses"] += 1
+            counts[1] += 1
             memo.misses += 1
-            if state["hits"] == 0 and state["misses"] >= max_misses:
-                state["off"] = True
-                for k in [k for k in memo.entries if k[0] == name]:
-                    del memo.entries[k]
+            if counts[0] == 0 and counts[1] >= max_misses:
+                memo.entries.pop(key, None)
             elif not any(t.requires_grad for t in _tensors_in(out)):
                 memo.entries[key] = _MemoEntry(args, kwargs, out)
             return out
