@@ -324,7 +324,11 @@ def test_ctrl_c_on_ising_chi_is_one_line(tmp_path):
     cmd = [sys.executable, "-m", "spectro", "ising", "chi", "--height", "40", "--width", "40", "--beta", "0.4",
            "--probe", "0:2,0:2", "--sweeps", "10000000", "--no-progress", "--checkpoint", str(tmp_path / "s.pt"),
            "--checkpoint-every", "0.2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    # a test run started in the background by a non-interactive shell (`pytest ... &`) inherits
+    # SIGINT = ignored, and Python keeps it ignored: give the child the default disposition, as a
+    # terminal's Ctrl-C would find it (this, not the load, made the test fail in background runs)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # start-up (imports, and on a fresh install the JIT compilation) takes minutes on a loaded
     # 2-core machine: wait for the first snapshot; the bound under test is the interrupt's latency
     deadline = time.time() + 600
